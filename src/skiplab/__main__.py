@@ -1,0 +1,3 @@
+from skiplab.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Skip-connection building blocks. Each module documents the paper it comes from."""

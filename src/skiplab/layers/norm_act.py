@@ -1,0 +1,61 @@
+"""Small factories for convolutions, normalisation and activations, chosen by name."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": lambda: nn.SiLU(inplace=True),
+    "identity": nn.Identity,
+}
+
+
+def get_act(name: str) -> nn.Module:
+    """A fresh activation module by name (relu, tanh, sigmoid, gelu, silu, identity)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {name!r}")
+    return ACTIVATIONS[name]()
+
+
+NORMS_2D: dict[str, Callable[[int], nn.Module]] = {
+    "batch": nn.BatchNorm2d,
+    "group": lambda c: nn.GroupNorm(min(32, c), c),
+    "none": lambda c: nn.Identity(),
+}
+NORMS_1D: dict[str, Callable[[int], nn.Module]] = {
+    "batch": nn.BatchNorm1d,
+    "layer": nn.LayerNorm,
+    "none": lambda c: nn.Identity(),
+}
+
+
+def get_norm2d(name: str, channels: int) -> nn.Module:
+    if name not in NORMS_2D:
+        raise ValueError(f"norm must be one of {', '.join(NORMS_2D)}; got {name!r}")
+    return NORMS_2D[name](channels)
+
+
+def get_norm1d(name: str, features: int) -> nn.Module:
+    if name not in NORMS_1D:
+        raise ValueError(f"norm must be one of {', '.join(NORMS_1D)}; got {name!r}")
+    return NORMS_1D[name](features)
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, *, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1, *, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias)
+
+
+def check_positive(name: str, value: int) -> int:
+    """Validate a width/depth/count argument: a positive int, else a message naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return value

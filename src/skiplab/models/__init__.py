@@ -1,0 +1,2 @@
+"""Importing this package registers every model (see skiplab.registry)."""
+from skiplab.models import cifar, densenet, mlp, preact, resnet, rnn, unet  # noqa: F401
