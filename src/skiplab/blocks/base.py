@@ -8,8 +8,9 @@ A block computes ``merge(shortcut(x), branch(x))``.  Its ``forward`` keeps the s
 
 Contract (used by lesion studies, scaling experiments and the model summary):
 
-* ``skip``: the kind of skip this instance has — "residual" (add), "highway" (gate), "dense" (concat) or
-  "none" (the plain twin: same branch layers, no skip).
+* ``skip``: the kind of skip this instance has — "residual" (add), "highway" (gate), "dense" (concat),
+  "concat" (a U-Net long skip: encoder features concatenated into the decoder) or "none" (the plain twin:
+  same branch layers, no skip).
 * ``self.shortcut``: always a module (``nn.Identity`` when shapes match, a projection/padding otherwise).
 * ``branch_enabled``: set False to *lesion* the block (Veit et al. 2016): the branch is skipped and the block
   returns its skip path only.  A plain block (skip="none") lesioned returns its input unchanged, which is only
@@ -24,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-SKIP_KINDS = ("residual", "highway", "dense", "none")
+SKIP_KINDS = ("residual", "highway", "dense", "concat", "none")
 
 
 def check_skip(skip: str, allowed: tuple[str, ...] = ("residual", "none")) -> str:

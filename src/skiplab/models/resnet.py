@@ -1,1 +1,265 @@
-"""(being written)"""
+"""ImageNet ResNets (He et al. 2015, "Deep Residual Learning for Image Recognition", arXiv:1512.03385) in
+torchvision's architecture ("v1.5": bottleneck stride on the 3x3), with plain and highway twins.
+
+At ``num_classes=1000`` the parameter counts equal torchvision's: resnet18 11,689,512; resnet34 21,797,672;
+resnet50 25,557,032; resnet101 44,549,160; resnet152 60,192,808.  Checkpoints in torchvision's key format load
+directly (:meth:`ResNet.remap_state_dict`) and export back (:meth:`ResNet.to_torchvision_state_dict`).
+
+Also home of the helpers the CIFAR and pre-activation families share: :func:`resnet_stages`,
+:func:`init_resnet_weights` and :func:`define_entrypoint` (generated twin entrypoints).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from collections import OrderedDict
+from functools import partial
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from skiplab.blocks.base import zero_init_last
+from skiplab.blocks.residual import BasicBlock, Bottleneck, make_stage
+from skiplab.layers.drop_path import linear_decay
+from skiplab.layers.norm_act import check_positive, get_act, get_norm2d
+from skiplab.models.base import SkipNet
+from skiplab.registry import register_model
+
+PAPER = "He et al. 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
+HIGHWAY_PAPER = "Srivastava et al. 2015, Highway Networks, arXiv:1505.00387"
+TWIN_SKIPS = ("residual", "none", "highway")
+
+# depth -> (block, blocks per stage)
+IMAGENET_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+# ----------------------------------------------------------------------------------------------- shared helpers
+def scaled(channels: int, width: float) -> int:
+    """``channels * width`` rounded, at least 1 — the width multiplier every family applies."""
+    return max(1, int(round(channels * width)))
+
+
+def check_width(width: float) -> float:
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"width must be a positive number (a channel multiplier); got {width!r}")
+    return float(width)
+
+
+def resnet_stages(block: Callable[..., nn.Module], depths: tuple[int, ...] | list[int],
+                  out_channels: list[int], in_channels: int, *, mid_channels: list[int] | None = None,
+                  drop_path_rate: float = 0.0, **block_kwargs: Any) -> nn.ModuleList:
+    """One stage per entry of ``depths``: the first stage keeps the resolution, each later one halves it
+    (stride 2 on its first block) while mapping to ``out_channels[i]``.
+
+    ``drop_path_rate`` > 0 turns on stochastic depth (Huang et al. 2016) with the paper's linear decay: block
+    ``l`` of ``L`` drops its branch with probability ``l / L * drop_path_rate``."""
+    rates = linear_decay(drop_path_rate, sum(depths)) if drop_path_rate else None
+    stages, first = [], 0
+    for i, (n, out) in enumerate(zip(depths, out_channels)):
+        extra: dict[str, Any] = {"mid_channels": mid_channels[i]} if mid_channels is not None else {}
+        if rates is not None:
+            extra["drop_path_rates"] = rates[first : first + n]
+        stages.append(make_stage(block, in_channels, out, n, 1 if i == 0 else 2, **block_kwargs, **extra))
+        in_channels, first = out, first + n
+    return nn.ModuleList(stages)
+
+
+def init_resnet_weights(model: nn.Module) -> None:
+    """torchvision's / fb.resnet.torch's init: He-normal (fan_out) conv weights, BN scale 1 and shift 0.
+
+    Conv biases are left alone: the only biased convs are highway gates, whose negative bias is the point.
+    Meta tensors (shape-only models, e.g. for counting parameters) hold no values and are skipped."""
+    for m in model.modules():
+        if getattr(m, "weight", None) is not None and m.weight.is_meta:
+            continue
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def define_entrypoint(name: str, build: Callable[..., nn.Module], *, module: str, skip: str, fixed_skip: bool,
+                      family: str, input_size: tuple[int, ...], paper: str, doc: str) -> Callable[..., nn.Module]:
+    """Create and register the entrypoint ``name(**kwargs) -> build(skip=skip, **kwargs)``, and place it in
+    ``module`` (pass ``__name__``) so ``from skiplab.models.cifar import plain20`` works.
+
+    With ``fixed_skip`` the entrypoint is a twin (``plain20``, ``highway_resnet50``): its skip kind is part of
+    its name, so a conflicting ``skip=`` is refused.
+    """
+
+    def entrypoint(**kwargs: Any) -> nn.Module:
+        if fixed_skip and kwargs.get("skip", skip) != skip:
+            raise ValueError(f"{name} is the skip={skip!r} twin; got skip={kwargs['skip']!r} (leave skip out)")
+        kwargs.setdefault("skip", skip)
+        return build(**kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = module
+    entrypoint.__doc__ = doc
+    register_model(family=family, input_size=input_size, skip=skip, paper=paper)(entrypoint)
+    setattr(sys.modules[module], name, entrypoint)
+    return entrypoint
+
+
+def twin_name(base: str, skip: str, plain_prefix: str = "plain_", highway_prefix: str = "highway_") -> str:
+    return base if skip == "residual" else (plain_prefix if skip == "none" else highway_prefix) + base
+
+
+# ---------------------------------------------------------------------------------------- torchvision key names
+# Module paths, torchvision -> ours: outside the blocks, and inside a block (layerI.J / stages.I-1.J).
+_TV_TOP = {"conv1": "stem.conv", "bn1": "stem.bn", "fc": "head.fc"}
+_TV_IN_BLOCK = {
+    **{f"{layer}{i}": f"branch.{layer}{i}" for layer in ("conv", "bn") for i in (1, 2, 3)},
+    "downsample.0": "shortcut.conv",
+    "downsample.1": "shortcut.bn",
+}
+_TV_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.(.+)$")
+_OUR_BLOCK_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.(.+)$")
+
+
+def _swap_prefix(key: str, table: dict[str, str]) -> str | None:
+    for old, new in table.items():
+        if key.startswith(old + "."):
+            return new + key[len(old):]
+    return None
+
+
+def torchvision_key_to_ours(key: str) -> str | None:
+    """``layer2.0.downsample.0.weight`` -> ``stages.1.0.shortcut.conv.weight``; None if it has no counterpart."""
+    m = _TV_BLOCK_KEY.match(key)
+    if m is None:
+        return _swap_prefix(key, _TV_TOP)
+    inner = _swap_prefix(m[3], _TV_IN_BLOCK)
+    return None if inner is None else f"stages.{int(m[1]) - 1}.{m[2]}.{inner}"
+
+
+def our_key_to_torchvision(key: str) -> str | None:
+    """The inverse of :func:`torchvision_key_to_ours`."""
+    m = _OUR_BLOCK_KEY.match(key)
+    if m is None:
+        return _swap_prefix(key, {v: k for k, v in _TV_TOP.items()})
+    inner = _swap_prefix(m[3], {v: k for k, v in _TV_IN_BLOCK.items()})
+    return None if inner is None else f"layer{int(m[1]) + 1}.{m[2]}.{inner}"
+
+
+def looks_like_torchvision_resnet(state_dict: dict[str, torch.Tensor]) -> bool:
+    return "conv1.weight" in state_dict and any(k.startswith("layer1.") for k in state_dict)
+
+
+def torchvision_to_skiplab(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision ResNet keys -> ours.  Keys with no counterpart pass through unchanged, so the loader reports
+    them as unexpected."""
+    return {(torchvision_key_to_ours(k) or k): v for k, v in state_dict.items()}
+
+
+def skiplab_to_torchvision(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our ImageNet ResNet keys -> torchvision's; raises ValueError naming any key torchvision has no place for."""
+    renamed = {k: our_key_to_torchvision(k) for k in state_dict}
+    unmapped = [k for k, new in renamed.items() if new is None]
+    if unmapped:
+        raise ValueError(f"{len(unmapped)} keys have no torchvision counterpart, e.g. {unmapped[:5]}")
+    return {renamed[k]: v for k, v in state_dict.items()}
+
+
+# ----------------------------------------------------------------------------------------------------- the model
+class ResNet(SkipNet):
+    """ImageNet ResNet: 7x7/2 conv + 3x3/2 max-pool stem, four stages (64, 128, 256, 512 x ``expansion``
+    channels, strides 1, 2, 2, 2), global average pool and a linear classifier.
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`; ``depths``: blocks per stage.
+        skip: "residual", "none" (plain twin) or "highway".  shortcut: "A", "B" (default) or "C".
+        stride_in_1x1: bottleneck stride on the first 1x1 (the paper) instead of the 3x3 (torchvision).
+        width: multiplies every channel count.  base_width: bottleneck inner width per 64 (128 -> wide ResNet).
+        zero_init_residual: zero each block's last BN scale so every block starts as the identity.
+        drop_path_rate: stochastic depth, the last block's drop probability (linear decay before it).
+    """
+
+    def __init__(self, block: type[nn.Module], depths: tuple[int, ...], *, num_classes: int = 1000,
+                 in_channels: int = 3, skip: str = "residual", shortcut: str = "B", stride_in_1x1: bool = False,
+                 width: float = 1.0, base_width: int = 64, zero_init_residual: bool = False,
+                 drop_path_rate: float = 0.0, norm: str = "batch", act: str = "relu") -> None:
+        super().__init__()
+        check_positive("num_classes", num_classes)
+        self.in_channels = check_positive("in_channels", in_channels)
+        check_positive("base_width", base_width)
+        width = check_width(width)
+        self.default_input_size = (in_channels, 224, 224)
+        self.skip, self.shortcut_kind, self.stride_in_1x1 = skip, shortcut, stride_in_1x1
+        stem_channels = scaled(64, width)
+        planes = [scaled(c, width) for c in (64, 128, 256, 512)]
+        out_channels = [p * block.expansion for p in planes]
+        block_kwargs: dict[str, Any] = dict(skip=skip, shortcut=shortcut, norm=norm, act=act)
+        mid_channels = None
+        if block is Bottleneck:
+            block_kwargs["stride_in_1x1"] = stride_in_1x1
+            mid_channels = [int(p * base_width / 64) for p in planes]
+        elif base_width != 64:
+            raise ValueError(f"base_width only applies to bottleneck ResNets (50/101/152); got base_width={base_width}")
+        self.stem = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False),
+            bn=get_norm2d(norm, stem_channels),
+            act=get_act(act),
+            pool=nn.MaxPool2d(3, stride=2, padding=1),
+        ))
+        self.stages = resnet_stages(block, depths, out_channels, stem_channels, mid_channels=mid_channels,
+                                    drop_path_rate=drop_path_rate, **block_kwargs)
+        self.num_features = out_channels[-1]
+        self.head = nn.Sequential(OrderedDict(
+            pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1), fc=nn.Linear(self.num_features, num_classes)
+        ))
+        init_resnet_weights(self)
+        if zero_init_residual:
+            zero_init_last(self)
+
+    def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Convert a torchvision-format state dict (``conv1``, ``layer1.0.downsample.0``, ``fc``...) to ours;
+        any other dict is returned unchanged."""
+        return torchvision_to_skiplab(state_dict) if looks_like_torchvision_resnet(state_dict) else state_dict
+
+    def to_torchvision_state_dict(self) -> dict[str, torch.Tensor]:
+        """Our weights under torchvision's key names, loadable by ``torchvision.models.resnetXX()``.
+
+        Only the architecture torchvision has can be exported: residual skips with shortcut "B" and, for
+        bottlenecks, the stride on the 3x3 — anything else would load but compute something different."""
+        has_bottleneck = any(isinstance(m, Bottleneck) for m in self.modules())
+        if self.skip != "residual" or self.shortcut_kind != "B" or (has_bottleneck and self.stride_in_1x1):
+            raise ValueError(
+                "only skip='residual', shortcut='B', stride_in_1x1=False ResNets match torchvision's architecture; "
+                f"this one has skip={self.skip!r}, shortcut={self.shortcut_kind!r}, stride_in_1x1={self.stride_in_1x1}"
+            )
+        return skiplab_to_torchvision(self.state_dict())
+
+
+def resnet(depth: int, **kwargs: Any) -> ResNet:
+    """An ImageNet ResNet of ``depth`` 18, 34, 50, 101 or 152; ``kwargs`` go to :class:`ResNet`."""
+    if depth not in IMAGENET_DEPTHS:
+        raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_DEPTHS)}; got {depth!r}")
+    block, depths = IMAGENET_DEPTHS[depth]
+    return ResNet(block, depths, **kwargs)
+
+
+def _register_imagenet() -> None:
+    for depth in IMAGENET_DEPTHS:
+        for skip in TWIN_SKIPS:
+            name = twin_name(f"resnet{depth}", skip)
+            what = {"residual": "ResNet", "none": "Plain (no-skip) twin of ResNet",
+                    "highway": "Highway twin of ResNet"}[skip]
+            define_entrypoint(
+                name, partial(resnet, depth), module=__name__, skip=skip, fixed_skip=skip != "residual",
+                family="resnet", input_size=(3, 224, 224),
+                paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
+                doc=f"{what}-{depth} for ImageNet (He et al. 2015). kwargs: num_classes, in_channels, "
+                    "skip, shortcut, stride_in_1x1, width, base_width, zero_init_residual, drop_path_rate.",
+            )
+
+
+_register_imagenet()

@@ -1,0 +1,125 @@
+"""U-Net blocks (Ronneberger, Fischer & Brox 2015, "U-Net: Convolutional Networks for Biomedical Image
+Segmentation", arXiv:1505.04597).
+
+The encoder halves the resolution ``depth`` times (:class:`Down`: 2x2 max-pool, then :class:`DoubleConv`); the
+decoder doubles it back (:class:`UpBlock`).  The *long skips* carry each encoder level's feature map across to
+the decoder level of the same resolution, where it is concatenated with the upsampled coarse features:
+
+    y = fuse(cat(bridge, up(x)))          skip="concat"  (the paper)
+    y = fuse(up(x))                       skip="none"    (the plain twin: an encoder-decoder without skips)
+
+Deviations from the paper, both common practice: 3x3 convs are padded (output H, W == input H, W, no cropping of
+the bridge) and BatchNorm follows each conv unless ``norm="none"``.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+
+from skiplab.blocks.base import SkipBlock, check_skip
+from skiplab.blocks.dense import merge_concat
+from skiplab.layers.norm_act import check_positive, conv1x1, get_norm2d
+
+UNET_SKIPS = ("concat", "none")
+UP_MODES = ("transpose", "bilinear")
+UNET_NORMS = ("batch", "group", "none")
+
+
+class DoubleConv(nn.Sequential):
+    """Two padded 3x3 convs, each followed by the norm (``"batch"``, ``"group"`` or ``"none"``) and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, norm: str = "batch") -> None:
+        check_positive("in_channels", in_channels)
+        check_positive("out_channels", out_channels)
+        if norm not in UNET_NORMS:
+            raise ValueError(f"norm must be one of {', '.join(map(repr, UNET_NORMS))}; got {norm!r}")
+        bias = norm == "none"  # a norm right after the conv makes a conv bias redundant
+        super().__init__(OrderedDict([
+            ("conv1", nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)),
+            ("norm1", get_norm2d(norm, out_channels)),
+            ("act1", nn.ReLU(inplace=True)),
+            ("conv2", nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias)),
+            ("norm2", get_norm2d(norm, out_channels)),
+            ("act2", nn.ReLU(inplace=True)),
+        ]))
+
+
+class Down(nn.Sequential):
+    """One encoder step: 2x2 max-pool (halves H and W), then :class:`DoubleConv` to ``out_channels``."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, norm: str = "batch") -> None:
+        super().__init__(OrderedDict([
+            ("pool", nn.MaxPool2d(2)),
+            ("conv", DoubleConv(in_channels, out_channels, norm=norm)),
+        ]))
+
+
+def upsampler(in_channels: int, out_channels: int, mode: str) -> nn.Module:
+    """Double H and W and map channels: a 2x2 stride-2 transposed conv (the paper's "up-convolution"), or
+    bilinear upsampling followed by a 1x1 conv (no checkerboard artefacts, fewer parameters)."""
+    if mode == "transpose":
+        return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
+    if mode == "bilinear":
+        return nn.Sequential(OrderedDict([
+            ("upsample", nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)),
+            ("proj", conv1x1(in_channels, out_channels, bias=True)),
+        ]))
+    raise ValueError(f"up_mode must be one of {', '.join(map(repr, UP_MODES))}; got {mode!r}")
+
+
+class UpBlock(SkipBlock):
+    """One decoder step: upsample the coarse path ``x`` (``in_channels`` -> ``out_channels``, H and W doubled),
+    concatenate the encoder's ``bridge`` (``skip_channels``, the long skip), fuse with :class:`DoubleConv`.
+
+    Call as ``block(x, bridge)``.  ``self.up`` is the upsampling, ``self.fuse`` the convs after the merge; both
+    are the block's main path (there is no single ``branch`` module, as the merge sits between them).
+    The plain twin (``skip="none"``) ignores ``bridge`` and its ``fuse`` takes ``out_channels`` inputs only.
+    Lesioning (``branch_enabled = False``) zeroes the upsampled path, so the block sees its long skip only.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        *,
+        up_mode: str = "transpose",
+        norm: str = "batch",
+        skip: str = "concat",
+    ) -> None:
+        super().__init__()
+        self.skip = check_skip(skip, UNET_SKIPS)
+        check_positive("skip_channels", skip_channels)
+        self.shortcut = nn.Identity()
+        self.up = upsampler(check_positive("in_channels", in_channels), out_channels, up_mode)
+        fuse_in = out_channels + skip_channels if self.has_skip else out_channels
+        self.fuse = DoubleConv(fuse_in, out_channels, norm=norm)
+
+    def forward(self, x: torch.Tensor, bridge: torch.Tensor) -> torch.Tensor:
+        out = self.up(x)  # (N, C_out, 2H, 2W)
+        if not self.branch_enabled:
+            out = torch.zeros_like(out)
+        elif self.branch_scale != 1.0:
+            out = self.branch_scale * out
+        if not self.has_skip:
+            return self.fuse(out)
+        shortcut = self.shortcut(bridge)  # the long skip: encoder features at this resolution (N, C_skip, 2H, 2W)
+        if shortcut.shape[-2:] != out.shape[-2:]:
+            raise ValueError(
+                f"UpBlock: the encoder bridge has spatial size {tuple(shortcut.shape[-2:])} but the upsampled "
+                f"path has {tuple(out.shape[-2:])}; the input H and W must be divisible by 2**depth"
+            )
+        return self.fuse(merge_concat(shortcut, out))  # (N, C_out, 2H, 2W)
+
+    def can_lesion(self) -> bool:
+        # Without the long skip, zeroing the upsampled path would leave the block nothing to work on.
+        return self.has_skip
+
+    def zero_init_last(self) -> None:
+        """Zero the upsampling's last conv: the block starts from its long skip alone."""
+        convs = [m for m in self.up.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        with torch.no_grad():
+            for p in convs[-1].parameters():
+                p.zero_()

@@ -1,0 +1,205 @@
+"""Save and load model weights without ever unpickling untrusted objects.
+
+* :func:`save_weights` writes safetensors (``.safetensors``, the default) with the model's identity in the
+  metadata (``model_name``, ``model_kwargs`` as JSON), or a plain tensor state dict for ``.pth``/``.pt``/``.bin``.
+* :func:`load_weights` reads safetensors, or PyTorch files through ``torch.load(weights_only=True)`` only —
+  a pickle that tries to build anything but tensors and containers is refused.  It unwraps training
+  checkpoints (``{"state_dict": ...}``, ``{"model": ...}``) and DDP / ``torch.compile`` prefixes, and lets a
+  model convert foreign key names through its ``remap_state_dict(state_dict)`` hook (torchvision's ResNet and
+  DenseNet checkpoints).  Mismatches raise a ValueError naming the missing and unexpected keys and the shapes
+  that differ.
+"""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file as safetensors_load_file
+from safetensors.torch import save as safetensors_save_bytes
+
+from skiplab.io import atomic_write_bytes
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # training checkpoints nest the weights under these
+PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / torch.compile wrappers
+SHOW = 5  # keys listed per kind of mismatch
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_weights` did: keys it could not fill or use (empty when ``strict``) and the file's metadata."""
+
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------------- saving
+def model_metadata(model: nn.Module) -> dict[str, str]:
+    """``{model_name, model_kwargs (JSON)}`` for a model built by :func:`skiplab.create_model`, else ``{}``."""
+    meta: dict[str, str] = {}
+    if getattr(model, "model_name", None):
+        meta["model_name"] = str(model.model_name)
+        meta["model_kwargs"] = json.dumps(getattr(model, "model_kwargs", {}) or {}, sort_keys=True, default=repr)
+    return meta
+
+
+def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | Path, *,
+                    metadata: Mapping[str, str] | None = None) -> Path:
+    """Write tensors to ``path`` atomically: safetensors unless the suffix is a PyTorch one (.pth/.pt/.bin/.ckpt).
+    ``metadata`` (str -> str) is kept in safetensors files only."""
+    path = Path(path)
+    # Own, contiguous CPU copies: safetensors refuses tensors that share storage, and views would save their base.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    if path.suffix in TORCH_SUFFIXES:
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        data = buffer.getvalue()
+    else:
+        data = safetensors_save_bytes(tensors, metadata=dict(metadata or {}))
+    return atomic_write_bytes(path, data)
+
+
+def save_weights(model: nn.Module, path: str | Path, *, format: str = "skiplab") -> Path:
+    """Save ``model``'s state dict to ``path`` (safetensors unless the suffix is .pth/.pt/.bin/.ckpt).
+
+    ``format="torchvision"`` writes torchvision's key names instead, for models with a
+    ``to_torchvision_state_dict()`` method (the ImageNet ResNets)."""
+    if format == "skiplab":
+        state = model.state_dict()
+    elif format == "torchvision":
+        if not hasattr(model, "to_torchvision_state_dict"):
+            raise ValueError(f"{type(model).__name__} has no torchvision counterpart (no to_torchvision_state_dict())")
+        state = model.to_torchvision_state_dict()
+    else:
+        raise ValueError(f"format must be 'skiplab' or 'torchvision'; got {format!r}")
+    return save_state_dict(state, path, metadata={**model_metadata(model), "format": "pt", "key_format": format})
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+def _looks_like_safetensors(head: bytes) -> bool:
+    # 8-byte little-endian header length, then a JSON object.
+    return len(head) > 8 and head[8:9] == b"{"
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The flat ``{key: tensor}`` state dict stored in ``path`` and its metadata, without loading a model.
+
+    PyTorch files go through ``torch.load(map_location="cpu", weights_only=True)`` only; wrappers and
+    ``module.`` prefixes are removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    with path.open("rb") as f:
+        head = f.read(16)
+    is_torch = path.suffix in TORCH_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80"
+    if not is_torch and path.suffix != ".safetensors" and not _looks_like_safetensors(head):
+        raise ValueError(f"{path}: not a safetensors or PyTorch weights file (unknown suffix {path.suffix!r})")
+    if is_torch:
+        obj, metadata = _read_torch(path), {}
+    else:
+        try:
+            obj = safetensors_load_file(path, device="cpu")
+            with safe_open(path, framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+        except (SafetensorError, ValueError) as e:
+            raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    state, wrapper_meta = _unwrap(obj, path)
+    return state, {**wrapper_meta, **metadata}
+
+
+def _read_torch(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message is long advice on bypassing the check; keep only the line naming the culprit.
+        detail = next((ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler error" in ln), type(e).__name__)
+        raise ValueError(
+            f"{path}: refusing to load — the file holds Python objects other than tensors, and skiplab never "
+            f"unpickles untrusted files ({detail.split('. Please use')[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path}: not a readable PyTorch file ({e})") from None
+
+
+def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    meta: dict[str, str] = {}
+    for _ in range(3):  # e.g. {"model": {"state_dict": ...}}
+        if not isinstance(obj, Mapping) or all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        if isinstance(obj.get("model_name"), str):
+            meta["model_name"] = obj["model_name"]
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors); found {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(
+            f"{path}: not a state dict — {len(bad)} entries are not tensors (e.g. {bad[:SHOW]}); "
+            f"checkpoints nesting the weights under one of {list(WRAPPER_KEYS)} are unwrapped automatically"
+        )
+    state = {str(k): v for k, v in obj.items()}
+    for prefix in PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state, meta
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+def _listing(keys: list[str]) -> str:
+    more = f", ... ({len(keys) - SHOW} more)" if len(keys) > SHOW else ""
+    return ", ".join(keys[:SHOW]) + more
+
+
+def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> LoadResult:
+    """Load ``path`` (safetensors, or a PyTorch state dict / checkpoint) into ``model`` in place.
+
+    If the file's keys differ from the model's and the model defines ``remap_state_dict(state_dict)``, that
+    hook converts them first (e.g. torchvision -> skiplab).  Raises ValueError for shapes that differ, and with
+    ``strict`` (default) for missing or unexpected keys; the message names them, and the model the file was
+    saved from when that differs from ``model``'s name.
+    """
+    path = Path(path)
+    state, metadata = read_weights(path)
+    ours = model.state_dict()
+    if set(state) != set(ours) and callable(getattr(model, "remap_state_dict", None)):
+        state = model.remap_state_dict(state)
+
+    missing = [k for k in ours if k not in state]
+    unexpected = [k for k in state if k not in ours]
+    mismatched = [(k, tuple(v.shape), tuple(state[k].shape)) for k, v in ours.items()  # in the model's order
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    our_name = getattr(model, "model_name", None) or type(model).__name__
+    their_name = metadata.get("model_name")
+    if mismatched or (strict and (missing or unexpected)):
+        lines = [f"cannot load {path} into {our_name}:"]
+        if their_name and their_name != our_name:
+            kwargs = metadata.get("model_kwargs", "")
+            lines.append(f"  the file was saved from model {their_name!r}"
+                         + (f" with kwargs {kwargs}" if kwargs not in ("", "{}") else "") + f", not {our_name!r}")
+        if missing:
+            lines.append(f"  {len(missing)} missing keys (in the model, not in the file): {_listing(missing)}")
+        if unexpected:
+            lines.append(f"  {len(unexpected)} unexpected keys (in the file, not in the model): {_listing(unexpected)}")
+        if mismatched:
+            shown = "; ".join(f"{k}: model {list(a)} vs file {list(b)}" for k, a, b in mismatched[:SHOW])
+            more = f"; ... ({len(mismatched) - SHOW} more)" if len(mismatched) > SHOW else ""
+            lines.append(f"  {len(mismatched)} shape mismatches: {shown}{more}")
+        raise ValueError("\n".join(lines))
+    if their_name and getattr(model, "model_name", None) and their_name != model.model_name:
+        # Same keys and shapes (e.g. a plain twin and its residual net), but a different model: say so.
+        warnings.warn(f"{path} was saved from model {their_name!r}; loading it into {model.model_name!r}",
+                      stacklevel=2)
+    model.load_state_dict(state, strict=strict)
+    return LoadResult(missing_keys=missing, unexpected_keys=unexpected, metadata=metadata)
