@@ -1,0 +1,66 @@
+"""`skiplab experiment NAME [--quick] [--set KEY=VALUE ...] --out DIR`: run one experiment and save its folder."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from skiplab.cli.app import app, console
+from skiplab.experiments import experiments, get_experiment
+from skiplab.experiments.base import parse_override
+
+
+def progress_bar() -> Progress:
+    """The progress display shared by `experiment`, `report` and `demo` (to stderr-safe rich console)."""
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}", justify="left"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+
+
+def print_claims(result) -> None:
+    for c in getattr(result, "claims", []):
+        verdict = "[green]held[/]" if c.held else "[red]did not hold[/]"
+        console.print(f"  {verdict}: {c.statement}\n    [dim]{c.evidence}[/]", highlight=False)
+
+
+@app.command("experiment")
+def experiment_cmd(
+    name: Optional[str] = typer.Argument(None, help="Experiment to run (omit, or --list, to list them)."),
+    quick: bool = typer.Option(False, "--quick", help="The small demo setting (seconds instead of minutes)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for result.json, PNGs and manifest.json "
+                                                             "(default: reports/<NAME>)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a setting, KEY=VALUE (tuples comma-separated); "
+                                                     "repeatable."),
+    list_: bool = typer.Option(False, "--list", help="List the registered experiments and exit."),
+) -> None:
+    """Run one experiment, save its Result (JSON), figures (PNG) and manifest, and print the verdicts."""
+    if list_ or name is None:
+        table = Table(title="experiments (skiplab experiment NAME --quick --out DIR)")
+        table.add_column("name")
+        table.add_column("question")
+        for spec in experiments():
+            table.add_row(spec.name, spec.question)
+        console.print(table)
+        return
+    from skiplab.report.artifacts import rerun_command, save_experiment
+
+    spec = get_experiment(name)
+    overrides = dict(parse_override(spec.config_cls, s) for s in set_)
+    cfg = spec.config(quick, **overrides)
+    folder = out if out is not None else Path("reports") / name
+    t0 = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task(name, total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"{name}: {what}")
+
+        result = spec.run(cfg, progress=progress)
+    saved = save_experiment(spec, result, folder, quick=quick, command=rerun_command(name, folder, quick=quick,
+                                                                                      overrides=list(set_)))
+    print_claims(result)
+    console.print(f"ran in {time.perf_counter() - t0:.1f} s; wrote {saved.result}, {saved.manifest} and "
+                  f"{len(saved.figures)} figures in {saved.directory}", highlight=False)
