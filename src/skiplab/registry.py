@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -90,14 +91,71 @@ class UnknownModelError(KeyError, ValueError):
         return str(self.args[0])
 
 
+class ModelArgumentError(TypeError, ValueError):
+    """A keyword argument a model does not take (or that its entrypoint fixes, or of the wrong type); the
+    message names the call, the argument and what is accepted.  A ``ValueError`` too, so the CLI treats it as
+    a user error (exit status 2, no traceback)."""
+
+
+def _argument_hint(e: TypeError, tb_frame: Any, fn: Callable[..., Any]) -> str:
+    """What to do about a call that bound its arguments wrongly: the accepted keywords of the callee that
+    refused one (looked up in the calling frame, so nothing is built), or that the entrypoint fixes it."""
+    import inspect
+
+    msg = str(e)
+    fixed = re.search(r"multiple values for (?:keyword )?argument '(\w+)'", msg)
+    if fixed:
+        return f"this model fixes {fixed[1]} (leave it out)"
+    callee = re.match(r"^([\w.]+)\(\) got an unexpected keyword argument", msg)
+    if not callee or tb_frame is None:
+        return ""
+    parts = callee[1].split(".")
+    obj: Any = fn if parts == [fn.__name__] else None  # the entrypoint itself refused it
+    for i in range(len(parts)):  # "CifarResNet.__init__", or "skiplab.models.densenet.DenseNet"
+        if obj is None and parts[i] in tb_frame.f_globals:
+            obj = tb_frame.f_globals[parts[i]]
+            for attr in parts[i + 1:]:
+                obj = getattr(obj, attr, None)
+            break
+    try:
+        params = inspect.signature(obj).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return ""
+    # Parameters without a default are the ones the entrypoint itself supplies (a CIFAR ResNet's depth).
+    names = [p.name for p in params if p.name != "self" and p.default is not p.empty
+             and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return f"expected one of {', '.join(names)}" if names else ""
+
+
+def _innermost_frame(e: BaseException) -> Any:
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame if tb is not None else None
+
+
+_PACKAGE_DIR = __file__.rsplit("registry.py", 1)[0]
+
+
 def create_model(name: str, *, weights: str | None = None, **kwargs: Any) -> nn.Module:
     """Build a registered model: ``create_model("resnet20", num_classes=100)``.
 
     ``weights`` is a path to a safetensors or PyTorch state-dict file (our own, or torchvision's format for the
-    ImageNet ResNets and DenseNets); it is loaded without unpickling arbitrary objects.
+    ImageNet ResNets and DenseNets); it is loaded without unpickling arbitrary objects.  An argument the model
+    does not take raises :class:`ModelArgumentError` naming it and listing those it does.
     """
     entry = get_entry(name)
-    model = entry.fn(**kwargs)
+    try:
+        model = entry.fn(**kwargs)
+    except TypeError as e:
+        # A call with a wrong keyword fails in the *calling* frame, so the innermost frame of an argument error
+        # is skiplab's own; a TypeError from deep inside torch is another problem and propagates unchanged.
+        frame = _innermost_frame(e)
+        if isinstance(e, ModelArgumentError) or frame is None or not frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            raise
+        hint = _argument_hint(e, frame, entry.fn)
+        call = ", ".join([repr(name)] + [f"{k}={v!r}" for k, v in kwargs.items()])
+        raise ModelArgumentError(f"create_model({call}): {e}" + (f"; {hint}" if hint else "")) from None
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     if weights is not None:

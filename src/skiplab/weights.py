@@ -1,7 +1,10 @@
 """Save and load model weights without ever unpickling untrusted objects.
 
 * :func:`save_weights` writes safetensors (``.safetensors``, the default) with the model's identity in the
-  metadata (``model_name``, ``model_kwargs`` as JSON), or a plain tensor state dict for ``.pth``/``.pt``/``.bin``.
+  metadata (``model_name``, ``model_kwargs`` as JSON) and a SHA-256 over tensors and metadata (``sha256``,
+  verified on read: a bit flip or partial copy is an error, not silently wrong weights), or a plain tensor
+  state dict for ``.pth``/``.pt``/``.bin``.  A skiplab training checkpoint also reads as a weights file (its
+  model tensors, checksum verified).
 * :func:`load_weights` reads safetensors, or PyTorch files through ``torch.load(weights_only=True)`` only —
   a pickle that tries to build anything but tensors and containers is refused.  It unwraps training
   checkpoints (``{"state_dict": ...}``, ``{"model": ...}``) and DDP / ``torch.compile`` prefixes, and lets a
@@ -11,6 +14,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
@@ -31,6 +35,8 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # training checkpoints nest the weights under these
 PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / torch.compile wrappers
 SHOW = 5  # keys listed per kind of mismatch
+CHECKSUM_KEY = "sha256"  # metadata entry of the files save_state_dict writes
+CHECKPOINT_FORMAT = "skiplab-checkpoint-v1"  # skiplab.train.checkpoint.FORMAT
 
 
 @dataclass
@@ -52,10 +58,20 @@ def model_metadata(model: nn.Module) -> dict[str, str]:
     return meta
 
 
+def weights_digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """SHA-256 over the metadata (but its own ``sha256`` entry) and every tensor's key, dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True).encode())
+    for key in sorted(tensors):
+        t = tensors[key]
+        h.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
 def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | Path, *,
                     metadata: Mapping[str, str] | None = None) -> Path:
     """Write tensors to ``path`` atomically: safetensors unless the suffix is a PyTorch one (.pth/.pt/.bin/.ckpt).
-    ``metadata`` (str -> str) is kept in safetensors files only."""
+    ``metadata`` (str -> str) is kept in safetensors files only, with the checksum :func:`read_weights` verifies."""
     path = Path(path)
     # Own, contiguous CPU copies: safetensors refuses tensors that share storage, and views would save their base.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
@@ -64,7 +80,9 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | Path, *,
         torch.save(tensors, buffer)
         data = buffer.getvalue()
     else:
-        data = safetensors_save_bytes(tensors, metadata=dict(metadata or {}))
+        meta = dict(metadata or {})
+        meta[CHECKSUM_KEY] = weights_digest(tensors, meta)
+        data = safetensors_save_bytes(tensors, metadata=meta)
     return atomic_write_bytes(path, data)
 
 
@@ -96,6 +114,9 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     PyTorch files go through ``torch.load(map_location="cpu", weights_only=True)`` only; wrappers and
     ``module.`` prefixes are removed."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"weights path {path} is a folder; expected a .safetensors or .pth file "
+                                "(a training run folder is read with `skiplab eval --run` / load_checkpoint)")
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     with path.open("rb") as f:
@@ -112,8 +133,22 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
                 metadata = dict(f.metadata() or {})
         except (SafetensorError, ValueError) as e:
             raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+        if metadata.get("format") == CHECKPOINT_FORMAT:
+            return _checkpoint_weights(path)
+        if CHECKSUM_KEY in metadata and weights_digest(obj, metadata) != metadata[CHECKSUM_KEY]:
+            raise ValueError(f"{path}: failed its checksum — the file was damaged or modified after it was written "
+                             "(bit flip, partial copy); use another copy")
     state, wrapper_meta = _unwrap(obj, path)
     return state, {**wrapper_meta, **metadata}
+
+
+def _checkpoint_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The model tensors and identity of a skiplab training checkpoint (read and verified by its own loader)."""
+    from skiplab.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    return dict(ckpt.model_state), {"model_name": ckpt.model_name,
+                                    "model_kwargs": json.dumps(ckpt.model_kwargs, sort_keys=True)}
 
 
 def _read_torch(path: Path) -> Any:
@@ -126,7 +161,7 @@ def _read_torch(path: Path) -> Any:
             f"{path}: refusing to load — the file holds Python objects other than tensors, and skiplab never "
             f"unpickles untrusted files ({detail.split('. Please use')[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
+    except (RuntimeError, EOFError, OSError, SafetensorError) as e:  # torch.load reads *.safetensors itself
         raise ValueError(f"{path}: not a readable PyTorch file ({e})") from None
 
 

@@ -25,7 +25,7 @@ err_console = Console(stderr=True)
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
 
 # Sub-command modules; each registers its commands on ``app`` when imported.
-COMMAND_MODULES = ("models",)
+COMMAND_MODULES = ("models", "data", "train", "experiment", "report", "bench")
 
 
 @app.callback()
@@ -48,13 +48,13 @@ def main(argv: list[str] | None = None) -> None:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
         raise SystemExit(2) from None
-    except Exception as e:  # click's own usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # click's own usage errors (bad option value, unknown option, missing argument)
+        # Matched by shape, not imported: typer >= 0.2x vendors click as typer._click (no `click` module),
+        # older typer raises click's own classes; both have show() and exit_code.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             raise SystemExit(e.exit_code) from None
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             err_console.print("aborted")
             raise SystemExit(130) from None
         raise

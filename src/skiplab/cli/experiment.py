@@ -1,6 +1,7 @@
 """`skiplab experiment NAME [--quick] [--set KEY=VALUE ...] --out DIR`: run one experiment and save its folder."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -51,6 +52,9 @@ def experiment_cmd(
     overrides = dict(parse_override(spec.config_cls, s) for s in set_)
     cfg = spec.config(quick, **overrides)
     folder = out if out is not None else Path("reports") / name
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank runs (collectives); only rank 0 reports
+        spec.run(cfg)
+        return
     t0 = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task(name, total=None)

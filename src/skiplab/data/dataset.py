@@ -48,6 +48,11 @@ class ImageDataset:
         if any(s <= 0 for s in self.std):
             raise ValueError(f"ImageDataset.std: every channel's std must be > 0, got {self.std}")
         self.classes = list(self.classes)
+        k = len(self.classes)
+        # A label past the class list fails only at the loss, deep in torch ("Target 12 is out of bounds").
+        if self.task == "classification" and k and n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= k):
+            raise ValueError(f"ImageDataset.labels: expected class indices in [0, {k}) ({k} classes), got values in "
+                             f"[{int(self.labels.min())}, {int(self.labels.max())}]")
 
     def __len__(self) -> int:
         return self.images.shape[0]

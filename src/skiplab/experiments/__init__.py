@@ -12,6 +12,8 @@ To add one (part 2: degradation, lesion, landscapes, ...):
 ``skiplab experiment <name>``, ``skiplab report`` and ``skiplab demo`` then pick it up.
 """
 from skiplab.experiments import shattered, signal, vanishing  # noqa: F401  (registration)
+from skiplab.experiments import features, landscape, lesion  # noqa: F401  (registration)
+from skiplab.experiments import degradation, identity, orderings, stochastic_depth, variants  # noqa: F401  (registration)
 from skiplab.experiments.base import Claim, ExperimentSpec, Table, experiments, get_experiment, register_experiment
 
 __all__ = ["Claim", "ExperimentSpec", "Table", "experiments", "get_experiment", "register_experiment"]

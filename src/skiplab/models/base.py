@@ -18,9 +18,16 @@ class SkipNet(nn.Module):
     head: nn.Module
     in_channels: int
     input_ndim: int = 3
+    # Smallest height/width an image model can take (a DenseNet's fixed 2x2 pools need >= 1 pixel to pool).
+    min_input_size: int = 1
+    # Refuse NaN/Inf inputs.  Off by default: the check is a reduction plus a host sync on every forward
+    # (a stall per batch on a GPU); training catches a non-finite loss at its step instead.
+    check_finite: bool = False
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a clear error for an input the model cannot take (rank, channels, dtype, empty batch)."""
+        """Raise a clear error for an input the model cannot take: not a tensor, wrong rank, empty batch, wrong
+        channel count, integer dtype, a float dtype other than the weights', an image smaller than
+        ``min_input_size``, and — only with ``check_finite = True`` — NaN/Inf values."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor; got {type(x).__name__}")
         want_rank = self.input_ndim + 1
@@ -29,7 +36,7 @@ class SkipNet(nn.Module):
                 f"input must have {want_rank} dims (batch + {self.input_ndim}); got shape {tuple(x.shape)}"
             )
         if x.shape[0] == 0:
-            raise ValueError(f"input batch is empty: shape {tuple(x.shape)}")
+            raise ValueError(f"input batch is empty (expected at least one sample); got shape {tuple(x.shape)}")
         channel_dim = 1 if self.input_ndim != 2 else 2  # sequences are (batch, time, features)
         if x.shape[channel_dim] != self.in_channels:
             raise ValueError(
@@ -38,9 +45,40 @@ class SkipNet(nn.Module):
             )
         if not torch.is_floating_point(x):
             raise TypeError(f"input must be a floating-point tensor; got dtype {x.dtype} (convert with .float())")
+        if self.input_ndim == 3 and min(x.shape[2:]) < self.min_input_size:
+            raise ValueError(f"input is {x.shape[2]}x{x.shape[3]} pixels; {type(self).__name__} needs at least "
+                             f"{self.min_input_size}x{self.min_input_size} (input shape {tuple(x.shape)})")
+        # Another float precision than the weights' fails deep in torch ("expected scalar type Double but found
+        # Float"); autocast casts inputs itself, and a compiled graph is checked when traced, not per call.
+        p = next(self.parameters(), None)
+        if (p is not None and p.is_floating_point() and x.dtype != p.dtype and not torch.compiler.is_compiling()
+                and not torch.is_autocast_enabled(x.device.type)):
+            raise TypeError(f"input dtype {x.dtype} differs from the model's parameter dtype {p.dtype}; convert the "
+                            f"input (x.to({p.dtype})) or the model (model.to({x.dtype}))")
+        if self.check_finite and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"input has {bad} NaN/Inf values (expected finite values; check_finite=True refuses "
+                             f"them); input shape {tuple(x.shape)}")
+
+    checkpoint_segments: int | None = None  # set by set_checkpointing; a runtime setting, not architecture
+
+    def set_checkpointing(self, segments: int | None) -> "SkipNet":
+        """Recompute activations in ``segments`` chunks during backward to save memory (None: off); returns
+        self.  Gradients and BN running statistics equal the plain model's; see :mod:`skiplab.checkpointing`."""
+        from skiplab.checkpointing import check_segments
+
+        if segments is not None and type(self).forward_features is not SkipNet.forward_features:
+            raise ValueError(f"{type(self).__name__} has its own forward_features (features are not a plain "
+                             "stem -> stages chain), so it cannot be checkpointed by segments")
+        self.checkpoint_segments = check_segments(segments)
+        return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if self.checkpoint_segments and self.training and torch.is_grad_enabled():
+            from skiplab.checkpointing import checkpointed_features
+
+            return checkpointed_features(self, x, self.checkpoint_segments)
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)

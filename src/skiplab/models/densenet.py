@@ -105,6 +105,9 @@ class DenseNet(SkipNet):
             drop_rate=check_drop_rate(drop_rate), skip=skip,
         )
         self.num_features = channels
+        # Each transition floors H/2 and must leave >= 1 pixel; the ImageNet stem takes ceil(H/4) first.
+        pools = 2 ** (len(block_config) - 1)
+        self.min_input_size = 4 * (pools - 1) + 1 if stem == "imagenet" else pools
         self.head = nn.Sequential(OrderedDict([
             ("norm", nn.BatchNorm2d(channels)),
             ("relu", nn.ReLU(inplace=True)),

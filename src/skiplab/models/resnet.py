@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from skiplab.blocks.base import zero_init_last
 from skiplab.blocks.residual import BasicBlock, Bottleneck, make_stage
-from skiplab.layers.drop_path import linear_decay
+from skiplab.layers.drop_path import check_drop_prob, linear_decay
 from skiplab.layers.norm_act import check_positive, get_act, get_norm2d
 from skiplab.models.base import SkipNet
 from skiplab.registry import register_model
@@ -47,8 +47,8 @@ def scaled(channels: int, width: float) -> int:
 
 
 def check_width(width: float) -> float:
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"width must be a positive number (a channel multiplier); got {width!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width < float("inf"):
+        raise ValueError(f"width must be a positive number (a finite channel multiplier); got {width!r}")
     return float(width)
 
 
@@ -60,7 +60,7 @@ def resnet_stages(block: Callable[..., nn.Module], depths: tuple[int, ...] | lis
 
     ``drop_path_rate`` > 0 turns on stochastic depth (Huang et al. 2016) with the paper's linear decay: block
     ``l`` of ``L`` drops its branch with probability ``l / L * drop_path_rate``."""
-    rates = linear_decay(drop_path_rate, sum(depths)) if drop_path_rate else None
+    rates = linear_decay(check_drop_prob(drop_path_rate, "drop_path_rate"), sum(depths)) if drop_path_rate else None
     stages, first = [], 0
     for i, (n, out) in enumerate(zip(depths, out_channels)):
         extra: dict[str, Any] = {"mid_channels": mid_channels[i]} if mid_channels is not None else {}

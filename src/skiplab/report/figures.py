@@ -418,3 +418,7 @@ def signal_rms(result: Any) -> Figure:
     fig.legend(handles, labels, loc="outside lower center", ncols=4)
     fig.suptitle(f"Forward signal through {result.config.depth} blocks at initialisation", x=0.02, ha="left")
     return fig
+
+
+from skiplab.report import figures_analysis  # noqa: E402,F401  (registers the lesion/landscape/features figures)
+from skiplab.report import figures_training  # noqa: E402,F401  (registers the training-comparison figures)

@@ -1,0 +1,157 @@
+"""Stochastic depth vs constant depth (Huang, Sun, Liu, Sedra & Weinberger 2016, "Deep Networks with Stochastic
+Depth", arXiv:1603.09382).
+
+During training each residual block's branch is dropped with probability ``p_l = l / L * p_L`` (the linear decay
+rule, ``p_L = 0.5``), the block then passing only its skip; at test time every block is present.  Huang et al.
+report CIFAR-10 test error 5.25% for ResNet-110 with stochastic depth against 6.41% with constant depth, a
+higher training loss for the stochastic net (it is a regulariser) and ~25% less training time (the expected depth
+is 3/4 of the net).  The time saving needs an implementation that skips the dropped branch's computation;
+skiplab's :class:`~skiplab.layers.drop_path.DropPath` drops per sample by masking, so its time per epoch is the
+constant-depth net's (reported, not claimed).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress
+from skiplab.experiments.training_runs import QUICK_RECIPE, Recipe, Run, by_label, epoch_progress, mean_of, pct, \
+    train_net
+
+PAPER_TEST_ERROR = {"constant": 6.41, "stochastic": 5.25}  # CIFAR-10, ResNet-110, Huang et al. 2016 Table 1
+
+
+@dataclass
+class Config(Recipe):
+    """``resnet{depth}`` with and without stochastic depth.  Defaults: Huang et al.'s CIFAR-10 setting — ResNet-110,
+    ``p_last`` 0.5, 500 epochs of batch 128 (195,500 iterations), lr 0.1 divided by 10 at 50% and 75% of the run.
+    ``tail``: the fraction of the run over which the running training loss is averaged for the claim."""
+
+    depth: int = 110
+    width: float = 1.0
+    p_last: float = 0.5
+    steps: int = 195_500
+    tail: float = 0.2
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(**QUICK_RECIPE, depth=56, width=0.5)
+
+    def __post_init__(self) -> None:
+        from skiplab.models.cifar import CIFAR_DEPTHS
+
+        self.validate_recipe()
+        if self.depth not in CIFAR_DEPTHS:
+            raise ValueError(f"depth must be a registered CIFAR depth ({', '.join(map(str, CIFAR_DEPTHS))}); "
+                             f"got {self.depth!r}")
+        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
+            raise ValueError(f"width must be a positive number; got {self.width!r}")
+        if not 0 < self.p_last < 1:
+            raise ValueError(f"p_last must be in (0, 1) (the last block's drop probability); got {self.p_last!r}")
+        if not 0 < self.tail <= 1:
+            raise ValueError(f"tail must be a fraction in (0, 1]; got {self.tail!r}")
+
+
+@dataclass
+class Result:
+    config: Config
+    runs: list[Run]
+    claims: list[Claim]
+    tables: list[Table]
+    notes: list[str] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def labels(cfg: Config) -> dict[str, str]:
+    return {"constant": f"ResNet-{cfg.depth}, constant depth",
+            "stochastic": f"ResNet-{cfg.depth}, stochastic depth (p_L={cfg.p_last:g})"}
+
+
+def run(cfg: Config, progress: Progress | None = None) -> Result:
+    t0 = time.perf_counter()
+    names = labels(cfg)
+    jobs = [(kind, seed) for kind in ("constant", "stochastic") for seed in cfg.seeds()]
+    runs = []
+    for i, (kind, seed) in enumerate(jobs):
+        report_progress(progress, i, len(jobs), f"training {names[kind]}, seed {seed}")
+        kwargs = {"width": cfg.width} | ({"drop_path_rate": cfg.p_last} if kind == "stochastic" else {})
+        r, _ = train_net(cfg, f"resnet{cfg.depth}", kwargs, seed, label=names[kind],
+                         on_epoch=epoch_progress(progress, i, len(jobs), f"training {names[kind]}, seed {seed}"))
+        runs.append(r)
+    report_progress(progress, len(jobs), len(jobs), "done")
+    result = Result(cfg, runs, [], [])
+    result.claims = check_claims(result)
+    result.tables = make_tables(result)
+    result.notes = [
+        f"Same recipe for both: {cfg.steps} iterations of batch {cfg.batch_size} on {cfg.data}, lr {cfg.lr:g} "
+        f"({cfg.schedule}), weight decay {cfg.weight_decay:g}, width x{cfg.width:g}.  Drop probabilities decay "
+        f"linearly from ~0 at the first block to {cfg.p_last:g} at the last; dropping is per sample.",
+        "Time per epoch is about equal: DropPath multiplies a dropped branch by zero rather than skipping its "
+        "computation, so the paper's ~25% saving does not appear here.",
+        "Stochastic depth is a regulariser: it pays off when the constant-depth net overfits over a long run (the "
+        "paper trains 500 epochs).  In a short run (like the demo's) both nets are still fitting the data and dropping "
+        "blocks only slows that down, so the test-error claim is not expected to hold there.",
+    ]
+    result.wall_time_s = time.perf_counter() - t0
+    return result
+
+
+def tail_loss(r: Run, tail: float) -> float:
+    """Mean running training loss over the last ``tail`` of the run (train mode: with blocks being dropped)."""
+    if not r.steps:
+        return float("nan")
+    start = r.steps[-1] * (1 - tail)
+    return float(np.mean([loss for s, loss in zip(r.steps, r.train_loss) if s > start]))
+
+
+def check_claims(result: Result) -> list[Claim]:
+    cfg = result.config
+    names = labels(cfg)
+    const, sd = by_label(result.runs, names["constant"]), by_label(result.runs, names["stochastic"])
+    c_err, s_err = mean_of(const, "final_test_error"), mean_of(sd, "final_test_error")
+    c_loss = float(np.mean([tail_loss(r, cfg.tail) for r in const]))
+    s_loss = float(np.mean([tail_loss(r, cfg.tail) for r in sd]))
+    return [
+        Claim("stochastic_depth_lowers_test_error",
+              f"Stochastic depth lowers the test error of ResNet-{cfg.depth} compared with constant depth.",
+              bool(s_err < c_err),
+              f"test error: stochastic {pct(s_err)} vs constant {pct(c_err)} (paper, CIFAR-10 ResNet-110: "
+              f"{PAPER_TEST_ERROR['stochastic']}% vs {PAPER_TEST_ERROR['constant']}%)",
+              "held if the stochastic-depth net's test error (mean over seeds) is strictly lower"),
+        Claim("stochastic_depth_regularises",
+              "It is a regulariser: during training the stochastic net's loss stays higher than the constant "
+              "net's.",
+              bool(s_loss > c_loss),
+              f"running training loss over the last {100 * cfg.tail:g}% of the run: stochastic {s_loss:.3g} vs "
+              f"constant {c_loss:.3g}",
+              "held if the stochastic net's mean running training loss over that stretch is higher"),
+    ]
+
+
+def make_tables(result: Result) -> list[Table]:
+    cfg = result.config
+    rows = []
+    for kind, name in labels(cfg).items():
+        runs = by_label(result.runs, name)
+        if runs:
+            rows.append([name, runs[0].params, 100 * mean_of(runs, "final_train_error"),
+                         100 * mean_of(runs, "final_test_error"),
+                         float(np.mean([tail_loss(r, cfg.tail) for r in runs])), mean_of(runs, "epoch_time_s"),
+                         PAPER_TEST_ERROR[kind]])
+    return [Table(["net", "parameters", "train err (%)", "test err (%)", "running train loss (end)", "s / epoch",
+                   "paper test err, CIFAR-10 ResNet-110 (%)"], rows,
+                  f"Mean over {cfg.n_seeds} seed(s); train error in eval mode (every block present).")]
+
+
+SPEC = register_experiment(ExperimentSpec(
+    name="stochastic_depth",
+    title="Stochastic depth vs constant depth",
+    question="Does randomly dropping whole residual blocks during training (a shorter expected net) help a deep "
+             "ResNet?",
+    claim="Training with stochastic depth (linear decay to p_L = 0.5) gives a deep ResNet a lower test error than "
+          "constant depth; it acts as a regulariser (higher training loss).",
+    citation="Huang, Sun, Liu, Sedra & Weinberger 2016, Deep Networks with Stochastic Depth, arXiv:1603.09382",
+    config_cls=Config, result_cls=Result, run=run, order=76,
+))

@@ -1,0 +1,380 @@
+"""Training runs shared by the training comparisons (degradation, identity construction, skip variants,
+stochastic depth, unit orderings): one :class:`Recipe` for every net of an experiment, curves against
+iterations, final errors measured in eval mode, and a per-process cache.
+
+* A registered model (``resnet56``, ``highway20``, ``densenet_bc_100_12`` ...) is trained by
+  :func:`skiplab.train.train` (``out=None``: in memory).  A net the registry has no name for — a pre-activation
+  net of basic units at depth 20..110, which the ordering study needs — is trained by :func:`_fit`, a short loop
+  with the same data, augmentation, optimizer, schedule and evaluation.
+* Curves: the training error is the running error over each logging window (train mode, augmented batches:
+  the quantity He et al. plot in their Fig. 1 and 6); the test error is measured at epoch ends.
+* Final numbers are measured after training in eval mode: the test split, and the first ``n_train_eval``
+  training images without augmentation (the *training* error a degradation claim is about).
+* The cache: training is deterministic from its config on one process, so `skiplab demo`, which runs
+  several of these experiments in one process, trains a net that two of them ask for (same recipe, model and
+  seed) once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from skiplab.experiments.base import Progress, seed_list
+
+SCHEDULES = ("step", "onecycle")
+
+
+@dataclass
+class Recipe:
+    """How every net of one experiment is trained — the same for all, so the comparison is fair.
+
+    Defaults: He et al. 2015 §4.2 (CIFAR): SGD with momentum 0.9, batch 128, lr 0.1 divided by 10 at 50% and 75%
+    of the run (their 32k and 48k of 64k iterations), weight decay 1e-4, 4-pixel pad-and-crop and flips.
+    ``schedule="onecycle"`` warms up over 15% of the steps then anneals to zero (short demo runs).  ``warmup``:
+    linear warmup steps before a "step" schedule (He et al. train ResNet-110 at lr 0.01 for ~400 iterations
+    first).  ``data``: any skiplab dataset; ``data_dir=""``: the default location ($SKIPLAB_DATA); ``image_size``,
+    ``n_train``, ``n_test`` (0: the dataset's default) apply to the generated datasets only.  ``eval_points``:
+    about how many test evaluations a run makes (at epoch ends).  ``n_train_eval``: training images the final
+    training error is measured on (0: all).  ``threads`` > 0 sets torch's intra-op threads (0: leave them).
+    """
+
+    data: str = "synthetic"
+    data_dir: str = ""
+    image_size: int = 0
+    n_train: int = 0
+    n_test: int = 0
+    steps: int = 64000
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    schedule: str = "step"
+    warmup: int = 0
+    crop_padding: int = 4
+    flip: bool = True
+    eval_points: int = 20
+    n_train_eval: int = 10000
+    n_seeds: int = 1
+    first_seed: int = 0
+    threads: int = 0
+    device: str = "auto"
+
+    def validate_recipe(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting, what it takes and what it got."""
+        if not isinstance(self.data, str) or not self.data:
+            raise ValueError(f"data must be a dataset name (e.g. 'synthetic', 'cifar10'); got {self.data!r}")
+        for name in ("steps", "batch_size", "eval_points"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        for name in ("image_size", "n_train", "n_test", "warmup", "crop_padding", "n_train_eval", "threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer (0: default/off); got {v!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be a number >= 0; got {self.weight_decay!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}; got {self.schedule!r}")
+        if self.warmup >= self.steps:
+            raise ValueError(f"warmup must be shorter than the run (steps={self.steps}); got {self.warmup}")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
+                                                    or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
+        seed_list(self.n_seeds, self.first_seed)
+
+    def seeds(self) -> list[int]:
+        return seed_list(self.n_seeds, self.first_seed)
+
+
+# The demo recipe: 200 steps of batch 64 on 2,000 generated 16x16 digits (~6 epochs), lr 0.05 (He et al.'s 0.1 at
+# batch 128, scaled linearly to batch 64; at 0.1 the stochastic-depth ResNet-56 diverged within its first 50 steps).
+# Measured with one thread on the busy 2-core machine: ~12 s of CPU for a 20-layer half-width net, ~35 s for a 56-layer
+# one; the 20-layer ResNet reaches ~0% training error while the 56-layer plain net stays near 70%.  The `synthetic`
+# shapes-and-textures set needs far longer: at 16x16 every net was within 3 points of chance after 400 steps.  No
+# flips: digits are not mirror-symmetric.
+QUICK_RECIPE: dict[str, Any] = dict(
+    data="synthetic_digits", image_size=16, n_train=2000, n_test=500, steps=200, batch_size=64, lr=0.05,
+    weight_decay=5e-4, schedule="onecycle", crop_padding=2, flip=False, eval_points=8, n_train_eval=2000, threads=1,
+)
+
+
+@dataclass
+class Run:
+    """One trained net (one seed): its curves and final numbers.  Errors are fractions in [0, 1]."""
+
+    label: str
+    model: str  # registry name, or a builder of LOCAL_BUILDERS
+    model_kwargs: dict[str, Any]
+    seed: int
+    params: int
+    steps: list[int] = field(default_factory=list)  # iteration at the end of each logging window
+    train_error: list[float] = field(default_factory=list)  # running error over the window (train mode, augmented)
+    train_loss: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)  # iterations of the test evaluations (epoch ends)
+    test_error: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    final_train_error: float = math.nan  # eval mode, no augmentation, first n_train_eval training images
+    final_train_loss: float = math.nan
+    final_test_error: float = math.nan
+    final_test_loss: float = math.nan
+    train_time_s: float = 0.0  # wall time of the training loop, evaluations included
+    epoch_time_s: float = 0.0  # median wall time of one training epoch (evaluation excluded)
+
+
+def data_options(recipe: Recipe) -> dict[str, Any]:
+    """Options for :func:`skiplab.data.load_dataset`: sizes for the generated datasets, nothing for files."""
+    if not recipe.data.startswith("synthetic"):
+        return {}
+    opts = {"image_size": recipe.image_size, "n_train": recipe.n_train, "n_test": recipe.n_test}
+    return {k: v for k, v in opts.items() if v}
+
+
+def _train_split(recipe: Recipe) -> Any:
+    from skiplab.data import load_dataset
+
+    return load_dataset(recipe.data, "train", data_dir=recipe.data_dir or None, **data_options(recipe))
+
+
+def eval_loaders(recipe: Recipe, device: torch.device | str = "cpu") -> tuple[Any, Any]:
+    """``(train, test)`` loaders for final measurements: the first ``n_train_eval`` training images (all if 0)
+    and the test split, in order, without augmentation."""
+    from skiplab.data import BatchLoader, load_dataset
+
+    train_ds = _train_split(recipe)
+    if recipe.n_train_eval:
+        train_ds = train_ds.subset(slice(0, recipe.n_train_eval))
+    test_ds = load_dataset(recipe.data, "test", data_dir=recipe.data_dir or None, **data_options(recipe))
+    return (BatchLoader(train_ds, 500, shuffle=False, device=device),
+            BatchLoader(test_ds, 500, shuffle=False, device=device))
+
+
+def train_config(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed: int, n_images: int) -> Any:
+    """The :class:`skiplab.train.TrainConfig` for one net; ``n_images``: size of the training split."""
+    from skiplab.train import TrainConfig
+
+    steps_per_epoch = math.ceil(n_images / recipe.batch_size)
+    epochs = math.ceil(recipe.steps / steps_per_epoch)
+    if recipe.schedule == "step":
+        schedule: dict[str, Any] = dict(schedule="step", milestones=(0.5 * recipe.steps, 0.75 * recipe.steps),
+                                        gamma=0.1, warmup=recipe.warmup)
+    else:
+        schedule = dict(schedule="onecycle", warmup=max(1, round(0.15 * recipe.steps)))
+    return TrainConfig(
+        model=model, model_kwargs=dict(model_kwargs), data=recipe.data, data_dir=recipe.data_dir or None,
+        data_options=data_options(recipe), max_steps=recipe.steps, epochs=None, batch_size=recipe.batch_size,
+        lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay, schedule_unit="steps",
+        crop_padding=recipe.crop_padding, flip=recipe.flip, test_split="test",
+        eval_every=max(1, round(epochs / recipe.eval_points)), log_every=max(1, recipe.steps // 50),
+        progress="none", out=None, seed=seed, num_threads=recipe.threads or None, device=recipe.device, **schedule)
+
+
+# ------------------------------------------------------------------------------------------ unregistered nets
+def _preact(**kwargs: Any) -> nn.Module:
+    from skiplab.models.preact import preact_resnet
+
+    return preact_resnet(**kwargs)
+
+
+def _cifar(**kwargs: Any) -> nn.Module:
+    from skiplab.models.cifar import cifar_resnet
+
+    return cifar_resnet(**kwargs)
+
+
+# Builders for nets the registry has no entry for, called with the run's model_kwargs (``depth`` among them).
+LOCAL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"preact_resnet": _preact, "cifar_resnet": _cifar}
+
+
+def build(model: str, model_kwargs: dict[str, Any]) -> nn.Module:
+    """A fresh net from a registry name or a :data:`LOCAL_BUILDERS` name; raises naming both kinds otherwise."""
+    from skiplab.registry import create_model, list_models
+
+    if model in LOCAL_BUILDERS:
+        return LOCAL_BUILDERS[model](**model_kwargs)
+    if model not in list_models():
+        raise ValueError(f"model {model!r} is neither a registered model (`skiplab models`) nor one of "
+                         f"{', '.join(LOCAL_BUILDERS)}")
+    return create_model(model, **model_kwargs)
+
+
+def _fit(tc: Any, builder: Callable[..., nn.Module], on_epoch: Callable[[dict[str, Any]], None] | None
+         ) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train ``builder(**tc.model_kwargs, num_classes=..., in_channels=...)`` as :func:`skiplab.train.train` would
+    train a registered model from ``tc`` (same data, loader, augmentation, optimizer, schedule and evaluation; no
+    checkpoints, one process).  Returns ``(model, kwargs, history, step records)`` in train()'s record format."""
+    import random
+
+    import numpy as np
+
+    from skiplab.data import Augment, BatchLoader, load_dataset
+    from skiplab.train import Schedule, evaluate, resolve_amp, resolve_device
+    from skiplab.train.optim import build_optimizer
+
+    device = resolve_device(tc.device)
+    random.seed(tc.seed)
+    np.random.seed(tc.seed)
+    torch.manual_seed(tc.seed)
+    train_ds = load_dataset(tc.data, "train", data_dir=tc.data_dir, **tc.data_options)
+    test_ds = load_dataset(tc.data, "test", data_dir=tc.data_dir, **tc.data_options)
+    augment = Augment(crop_padding=tc.crop_padding, flip=tc.flip, cutout=tc.cutout) if tc.augment else None
+    loader = BatchLoader(train_ds, tc.batch_size, shuffle=True, augment=augment, seed=tc.seed, device=device,
+                         drop_last=tc.drop_last, channels_last=tc.channels_last)
+    test_loader = BatchLoader(test_ds, tc.eval_batch_size, shuffle=False, device=device,
+                              channels_last=tc.channels_last)
+    kwargs = {"num_classes": train_ds.num_classes, "in_channels": train_ds.image_shape[0], **tc.model_kwargs}
+    model = builder(**kwargs).to(device)
+    if tc.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, tc)
+    schedule = Schedule.from_config(tc, tc.max_steps, len(loader))
+    amp = resolve_amp(tc.amp, device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+    history: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    step, epoch = 0, 0
+    while step < tc.max_steps:
+        loader.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        w_loss, w_correct, w_seen = 0.0, 0, 0
+        for x, y in loader:
+            for g in optimizer.param_groups:
+                g["lr"] = tc.lr * schedule.factor(step)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = model(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            w_loss += float(loss.detach()) * y.shape[0]
+            w_correct += int((logits.argmax(1) == y).sum())
+            w_seen += y.shape[0]
+            if not math.isfinite(w_loss):
+                from skiplab.train import TrainingDiverged
+
+                raise TrainingDiverged(f"training loss became NaN/Inf at step {step}; lower the learning rate "
+                                       f"(lr={tc.lr:g})")
+            if step % tc.log_every == 0 or step >= tc.max_steps:
+                records.append({"kind": "step", "step": step, "epoch": epoch + 1, "train_loss": w_loss / w_seen,
+                                "train_acc": w_correct / w_seen})
+                w_loss, w_correct, w_seen = 0.0, 0, 0
+            if step >= tc.max_steps:
+                break
+        epoch += 1
+        rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": step, "epoch_time_s": time.perf_counter() - t0}
+        if epoch % tc.eval_every == 0 or step >= tc.max_steps:
+            rec["test_loss"], rec["test_acc"] = evaluate(model, test_loader, device, amp=amp)
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(rec)
+    return model, kwargs, history, records
+
+
+# ------------------------------------------------------------------------------------------------- the cache
+_CACHE: dict[str, tuple[Run, dict[str, torch.Tensor]]] = {}
+
+
+def clear_cache() -> None:
+    """Forget the nets trained in this process (tests use it to time or check a fresh run)."""
+    _CACHE.clear()
+
+
+def train_net(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed: int, *, label: str = "",
+              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> tuple[Run, nn.Module]:
+    """Train ``model`` (registry name or :data:`LOCAL_BUILDERS` name) with ``model_kwargs`` as ``recipe`` says,
+    with ``seed``.  Returns the :class:`Run` and the trained net in eval mode.
+
+    A net already trained in this process with the same recipe, model, kwargs and seed is rebuilt from the cache
+    (its Run carries the original timings) — a new run would compute the same weights."""
+    import os
+
+    from skiplab.data import BatchLoader
+    from skiplab.registry import list_models
+    from skiplab.train import evaluate, train
+
+    train_ds = _train_split(recipe)
+    tc = train_config(recipe, model, model_kwargs, seed, len(train_ds))
+    key = json.dumps({"train": tc.to_dict(), "n_train_eval": recipe.n_train_eval}, sort_keys=True, default=str)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if key in _CACHE and not distributed:
+        run, state = _CACHE[key]
+        net = build(run.model, run.model_kwargs)
+        net.load_state_dict(state)
+        device = next(iter(state.values())).device
+        return dataclasses.replace(run, label=label or run.label), net.to(device).eval()
+
+    t0 = time.perf_counter()
+    if model in LOCAL_BUILDERS:
+        builder = LOCAL_BUILDERS[model]
+        if tc.num_threads is not None:
+            before = torch.get_num_threads()
+            torch.set_num_threads(tc.num_threads)
+        try:
+            net, kwargs, history, records = _fit(tc, builder, on_epoch)
+        finally:
+            if tc.num_threads is not None:
+                torch.set_num_threads(before)
+    elif model in list_models():
+        result = train(tc, on_epoch=on_epoch)
+        net, kwargs, history, records = result.model, dict(result.model.model_kwargs), result.history, result.records
+    else:
+        build(model, model_kwargs)  # raises the message naming what is known
+        raise AssertionError("unreachable")
+    wall = time.perf_counter() - t0
+
+    train_eval = train_ds.subset(slice(0, recipe.n_train_eval)) if recipe.n_train_eval else train_ds
+    device = next(net.parameters()).device
+    train_loss, train_acc = evaluate(net, BatchLoader(train_eval, 500, shuffle=False, device=device), device)
+    steps = [r for r in records if r.get("kind") == "step"]
+    tested = [h for h in history if h.get("test_acc") is not None]
+    run = Run(
+        label=label or model, model=model, model_kwargs=kwargs, seed=seed,
+        params=sum(p.numel() for p in net.parameters()),
+        steps=[int(r["step"]) for r in steps], train_error=[1.0 - r["train_acc"] for r in steps],
+        train_loss=[float(r["train_loss"]) for r in steps],
+        eval_steps=[int(h["step"]) for h in tested], test_error=[1.0 - h["test_acc"] for h in tested],
+        test_loss=[float(h["test_loss"]) for h in tested],
+        final_train_error=1.0 - train_acc, final_train_loss=train_loss,
+        final_test_error=1.0 - tested[-1]["test_acc"] if tested else math.nan,
+        final_test_loss=float(tested[-1]["test_loss"]) if tested else math.nan,
+        train_time_s=wall, epoch_time_s=statistics.median(h["epoch_time_s"] for h in history) if history else 0.0,
+    )
+    net.eval()
+    if not distributed:
+        _CACHE[key] = (run, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    return run, net
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+def epoch_progress(progress: Progress | None, done: int, total: int, what: str
+                   ) -> Callable[[dict[str, Any]], None] | None:
+    """An ``on_epoch`` callback that shows ``what`` and the epoch just finished on the progress display."""
+    if progress is None:
+        return None
+    return lambda rec: progress(done, total, f"{what}, epoch {rec['epoch']}")
+
+
+def by_label(runs: list[Run], label: str) -> list[Run]:
+    """The runs (one per seed) of the net labelled ``label``."""
+    return [r for r in runs if r.label == label]
+
+
+def mean_of(runs: list[Run], attr: str) -> float:
+    """Mean of ``attr`` over the seeds' runs (NaN when there are none)."""
+    values = [getattr(r, attr) for r in runs]
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def pct(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{100 * x:.1f}%"

@@ -1,0 +1,142 @@
+"""Training speed options, each measured by ``benchmarks/bench_step.py`` against a plain eager reference
+(figures and commands in BENCHMARKS.md).
+
+What pays on this project's CPUs (2 cores, AVX2, float32; measured on resnet20/56/110 at batch 128 and resnet50
+at batch 32, see BENCHMARKS.md):
+
+* :func:`tune_malloc` — the largest single gain for big activations.  glibc serves each allocation above its
+  mmap threshold (at most 32 MiB by default) with a fresh ``mmap`` and gives it back on free, so every training
+  step page-faults its activations in again: ~1.8 million minor faults and ~28% of a resnet50 step spent in the
+  kernel, ~13% of a resnet20 step.  Keeping freed memory in the heap removes them.  Process-wide; resident
+  memory then stays at the peak (which the step needs anyway).  Its opposite, ``set_malloc_policy("memory")``,
+  is for runs that checkpoint to save memory.
+* ``channels_last`` (NHWC) — oneDNN's native layout; NCHW convolutions are reordered on every call.  Fastest for
+  the 16-channel CIFAR stages (about 1.7x per convolution there) and on CUDA tensor cores.
+* ``torch.compile`` (inductor) — fuses BatchNorm, ReLU and the residual add into a few loops (convolutions stay
+  oneDNN's).  ~10% more on CPU after a one-off compile of ~30 s (resnet20) to a few minutes (resnet110).  Off by
+  default: worth it for runs longer than a few minutes.
+* A fused SGD step (``fused=True``) — a single kernel over all parameters instead of a Python loop; small on CPU
+  (the step is dominated by convolutions), larger on GPU.
+* Not a default on CPU: bf16 autocast.  These CPUs lack AVX-512 BF16, so oneDNN runs bf16 convolutions through a
+  slow reference path (measured >10x slower).
+* No per-step host sync (``loss.item()`` every step): free on CPU, where ops run synchronously; on CUDA it
+  stalls the queue every step.  The training loop reads metrics every ``log_every`` steps only.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import inspect
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+# mallopt(3) parameter numbers, from glibc's malloc.h
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MALLOC_POLICIES = {
+    # keep freed memory for reuse: "never trim" (-1, documented in mallopt(3)) and no per-chunk mmap (-1 is read
+    # as SIZE_MAX), so a step's activations reuse the last step's pages instead of faulting fresh ones in
+    "speed": (-1, -1),
+    # give memory back at once: chunks above 256 KiB get their own mmap (unmapped on free), the heap top is
+    # trimmed above 1 MiB — resident memory follows the live tensors (what checkpointing saves shows in RSS)
+    "memory": (1 << 20, 256 << 10),
+}
+_malloc_policy: str | None = None
+
+
+def set_malloc_policy(policy: str) -> bool:
+    """Choose glibc's allocator behaviour for this process: ``"speed"`` (keep freed memory; removes the page
+    faults that otherwise cost ~28% of a resnet50 training step on CPU) or ``"memory"`` (return freed memory at
+    once; with gradient checkpointing, resident memory then tracks the live tensors instead of the heap's
+    high-water mark).  Process-wide; applies to later allocations.  Returns True if applied, False where it
+    does not apply (not Linux/glibc) or glibc refused it."""
+    global _malloc_policy
+    if policy not in MALLOC_POLICIES:
+        raise ValueError(f"malloc policy must be one of {', '.join(map(repr, MALLOC_POLICIES))}; got {policy!r}")
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    trim, mmap = MALLOC_POLICIES[policy]
+    ok = bool(mallopt(_M_TRIM_THRESHOLD, trim)) and bool(mallopt(_M_MMAP_THRESHOLD, mmap))
+    if ok:
+        _malloc_policy = policy
+    return ok
+
+
+def malloc_policy() -> str | None:
+    """The policy :func:`set_malloc_policy` last applied in this process (None: glibc's default)."""
+    return _malloc_policy
+
+
+def tune_malloc() -> bool:
+    """``set_malloc_policy("speed")``: stop glibc from returning memory to the OS between training steps, so
+    large activations are reused instead of page-faulted in every step.  See :func:`set_malloc_policy`."""
+    return set_malloc_policy("speed")
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """The training speed switches.  :func:`default_speed_options` gives the measured best per device."""
+
+    channels_last: bool = True
+    compile: bool = False
+    fused_optimizer: bool = True
+    tune_malloc: bool = True
+
+
+def default_speed_options(device: torch.device | str = "cpu") -> SpeedOptions:
+    """Measured defaults: channels_last, fused SGD and (CPU) the allocator tuning; compile stays opt-in because
+    its one-off cost only pays back on runs of more than a few minutes."""
+    dev = torch.device(device)
+    return SpeedOptions(channels_last=True, compile=False, fused_optimizer=True, tune_malloc=dev.type == "cpu")
+
+
+def fused_supported(optimizer_cls: type[torch.optim.Optimizer], device: torch.device | str) -> bool:
+    """Whether ``optimizer_cls(..., fused=True)`` works for parameters on ``device`` in this torch build."""
+    if "fused" not in inspect.signature(optimizer_cls.__init__).parameters:
+        return False
+    dev = torch.device(device)
+    try:
+        p = nn.Parameter(torch.zeros(2, device=dev))
+        opt = optimizer_cls([p], lr=0.1, fused=True)
+        p.grad = torch.ones_like(p)
+        opt.step()
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
+
+
+def optimizer_kwargs(optimizer_cls: type[torch.optim.Optimizer], device: torch.device | str, *,
+                     fused: bool = True) -> dict[str, bool]:
+    """Extra keyword arguments for ``optimizer_cls``: ``{"fused": True}`` where supported and wanted, else
+    ``{}`` (PyTorch's default implementation)."""
+    return {"fused": True} if fused and fused_supported(optimizer_cls, device) else {}
+
+
+def prepare_for_training(model: nn.Module, *, channels_last: bool = True, compile: bool = False,
+                         compile_mode: str | None = None) -> nn.Module:
+    """Apply the model-side speed options; returns the module to call in the training step.
+
+    ``channels_last`` converts the 4-D weights in place (feed inputs in channels_last too: ``BatchLoader(...,
+    channels_last=True)`` or :func:`to_channels_last`).  With ``compile`` the result is ``torch.compile(model)``,
+    which shares ``model``'s parameters: build the optimizer and save checkpoints from ``model`` itself."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if compile:
+        return torch.compile(model, mode=compile_mode)
+    return model
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels_last if it is a 4-D batch of images, unchanged otherwise."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x

@@ -1,0 +1,79 @@
+"""Data-parallel training across processes started by ``torchrun`` (gloo on CPU, nccl on CUDA).
+
+``torchrun --nproc_per_node=N -m skiplab train ...`` sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and the
+rendezvous address; :func:`init` reads them.  Without them everything here is a no-op (world size 1).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> DistInfo:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return DistInfo()
+    return DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
+                    int(os.environ["WORLD_SIZE"]))
+
+
+def init(device: torch.device) -> DistInfo:
+    """Join the process group torchrun described (if any); returns this process's rank and the world size."""
+    info = from_env()
+    if info.enabled and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a tensor over all processes (in place); identity for a single process."""
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def any_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every process if it is True on any — so all ranks stop at the same step."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def first_bad_step(t: torch.Tensor, info: DistInfo) -> int:
+    """The earliest step (>= 0) any process saw a non-finite loss at, or -1: every rank reads the same
+    answer, so all of them stop together."""
+    if not info.enabled:
+        return int(t)
+    big = torch.iinfo(torch.int64).max
+    v = torch.where(t < 0, torch.full_like(t, big), t).reshape(1).clone()
+    dist.all_reduce(v, op=dist.ReduceOp.MIN)
+    return -1 if int(v) == big else int(v)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

@@ -1,0 +1,98 @@
+"""skiplab.speed (training speed options) and the `skiplab bench` commands: the options change speed, not the
+math, and the bench tables come out."""
+from __future__ import annotations
+
+import copy
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from skiplab import create_model
+from skiplab.cli import main
+from skiplab.cli.bench import measure_inference
+from skiplab.export import onnxruntime_available
+from skiplab.speed import default_speed_options, fused_supported, malloc_policy, optimizer_kwargs, \
+    prepare_for_training, set_malloc_policy, to_channels_last, tune_malloc
+
+
+def _steps(model: nn.Module, fwd: nn.Module, opt_kwargs: dict, x: torch.Tensor, y: torch.Tensor) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, **opt_kwargs)
+    for _ in range(2):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(fwd(x), y).backward()
+        opt.step()
+
+
+def test_speed_options_keep_the_training_math() -> None:
+    torch.manual_seed(0)
+    plain = create_model("resnet20", width=0.25)
+    fast = copy.deepcopy(plain)
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    _steps(plain, plain, {}, x, y)
+    fwd = prepare_for_training(fast, channels_last=True)
+    assert fwd is fast and fast.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    _steps(fast, fwd, optimizer_kwargs(torch.optim.SGD, "cpu"), to_channels_last(x), y)
+    for (n, p), q in zip(plain.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=n)
+    for k, v in plain.state_dict().items():
+        if k.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(fast.state_dict()[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_prepare_for_training_compile_wraps_and_shares_parameters() -> None:
+    model = create_model("resnet20", width=0.25)
+    fwd = prepare_for_training(model, channels_last=False, compile=True)  # lazy: nothing compiles until called
+    assert fwd is not model and {id(p) for p in fwd.parameters()} == {id(p) for p in model.parameters()}
+    with pytest.raises(TypeError, match="nn.Module"):
+        prepare_for_training("resnet20")  # type: ignore[arg-type]
+
+
+def test_optimizer_kwargs_and_defaults() -> None:
+    assert fused_supported(torch.optim.SGD, "cpu") == ("fused" in optimizer_kwargs(torch.optim.SGD, "cpu"))
+    assert optimizer_kwargs(torch.optim.SGD, "cpu", fused=False) == {}
+    cpu, gpu = default_speed_options("cpu"), default_speed_options("cuda")
+    assert cpu.channels_last and cpu.fused_optimizer and cpu.tune_malloc and not cpu.compile
+    assert not gpu.tune_malloc
+    assert to_channels_last(torch.randn(2, 3)).shape == (2, 3)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_malloc_policies_apply() -> None:
+    assert set_malloc_policy("memory") is True and malloc_policy() == "memory"
+    assert tune_malloc() is True and malloc_policy() == "speed"
+    with pytest.raises(ValueError, match="'speed', 'memory'"):
+        set_malloc_policy("fast")
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """The command's output with the table's line wrapping undone (words separated by single spaces)."""
+    main(list(args))
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_bench_infer_prints_the_variants(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _cli(capsys, "bench", "infer", "--model", "resnet20", "--batch", "2", "--input-size", "3,16,16",
+               "--rounds", "1", "--no-compile", "--clock", "cpu")
+    for variant in ("eager", "folded", "folded+CL") + (("onnxruntime",) if onnxruntime_available() else ()):
+        assert variant in out
+    assert "img/s" in out and "diff" in out
+    rows = measure_inference("resnet20", batch=2, input_size=(3, 16, 16), compile=False, rounds=1)
+    assert all(r.max_abs_diff < 1e-4 and r.latency_ms > 0 and r.throughput > 0 for r in rows)
+
+
+def test_bench_step_prints_the_variants(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _cli(capsys, "bench", "step", "--model", "resnet20", "--batch", "2", "--input-size", "3,16,16",
+               "--rounds", "1", "--no-malloc")
+    assert "eager" in out and "CL+fused" in out and "allocator tuning off" in out
+
+
+def test_bench_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "infer", "--model", "resnet20", "--rounds", "0"])
+    assert e.value.code == 2 and "--rounds" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "infer", "--model", "no_such_model", "--no-compile"])
+    assert e.value.code == 2
