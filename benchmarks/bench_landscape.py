@@ -102,10 +102,8 @@ def main() -> None:
     methods = {
         "reference (naive loop)": lambda: naive_surface(model, dirs, loader, xs, xs)[0],
         "ours": GridEvaluator(model, dirs, x, y, chunk=args.chunk),
-        "ours without conv fusion": GridEvaluator(model, dirs, x, y, chunk=args.chunk, fuse=False),
         "ours without BN folding": GridEvaluator(model, dirs, x, y, chunk=args.chunk, fold_bn=False),
-        "ours without channels_last (nor fusion)": GridEvaluator(model, dirs, x, y, chunk=args.chunk,
-                                                                 channels_last=False),
+        "ours without channels_last": GridEvaluator(model, dirs, x, y, chunk=args.chunk, channels_last=False),
         f"ours, one pass of {args.images} images": GridEvaluator(model, dirs, x, y, chunk=args.images),
     }
     times: dict[str, list[float]] = {k: [] for k in methods}

@@ -110,6 +110,7 @@ def test_bad_arguments_raise_clear_errors() -> None:
             model.set_checkpointing(bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="SkipNet"):
         set_checkpointing(nn.Linear(2, 2), 2)
+    assert set_checkpointing(model, 2, release_memory=False).checkpoint_segments == 2
     with pytest.raises(ValueError, match="forward_features"):
         create_model("unet", depth=2, base_width=4).set_checkpointing(2)  # long skips cross the stages
 

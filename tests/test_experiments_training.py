@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from skiplab.experiments import degradation, get_experiment, identity, orderings, stochastic_depth, variants
 from skiplab.experiments.base import from_dict, parse_override
 from skiplab.experiments.identity import compare_functions, deepen_with_identities, set_identity_
-from skiplab.experiments.training_runs import Recipe, Run, clear_cache, data_options, train_net
+from skiplab.experiments.training_runs import Recipe, Run, clear_cache, data_options, train_eval_subset, train_net
 from skiplab.io import to_jsonable
 from skiplab.registry import create_model
 from skiplab.report.artifacts import render_figures
@@ -113,6 +113,17 @@ def test_configs_validate_with_actionable_messages() -> None:
     cfg = dataclasses.replace(degradation.Config.quick(), **{key: value})
     assert cfg.data == "cifar10" and data_options(cfg) == {}
     assert parse_override(degradation.Config, "depths=20,56") == ("depths", (20, 56))
+
+
+def test_training_error_is_measured_on_a_random_draw_not_the_first_images() -> None:
+    from skiplab.data import load_dataset
+
+    ds = load_dataset("synthetic_digits", "train", image_size=8, n_train=300)
+    by_class = ds.subset(torch.argsort(ds.labels, stable=True))  # stored sorted by class, like the CIFAR-10 copy
+    sub = train_eval_subset(by_class, 40)
+    assert len(sub) == 40 and len(torch.unique(sub.labels)) >= 8
+    assert torch.equal(train_eval_subset(by_class, 40).labels, sub.labels)  # a fixed draw
+    assert train_eval_subset(by_class, 0) is by_class and train_eval_subset(by_class, 10_000) is by_class
 
 
 # ------------------------------------------------------------------------------------------------ claims

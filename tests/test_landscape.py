@@ -71,7 +71,7 @@ def test_fast_evaluator_matches_the_straightforward_loop(name: str, ignore_biasb
     before = {k: v.clone() for k, v in model.state_dict().items()}
     xs, ys = [-1.0, 0.0, 0.5], [-0.5, 0.25]
     ev = LS.GridEvaluator(model, dirs, x, y, chunk=8)
-    assert ev.folded == ignore_biasbn and ev.fused  # BN can only be folded when its direction is zero
+    assert ev.folded == ignore_biasbn  # BN can only be folded when its direction is zero
     loss, acc = LS.evaluate_surface(ev, xs, ys)
     ref_loss, ref_acc = LS.naive_surface(model, dirs, [(x[:12], y[:12]), (x[12:], y[12:])], xs, ys)
     assert loss.shape == (2, 3)

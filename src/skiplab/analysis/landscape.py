@@ -12,17 +12,22 @@ Speed (:class:`GridEvaluator`): the straightforward loop (:func:`naive_surface`:
 the model, run the data loader through it, restore) spends its time in the forward passes, so the evaluator
 makes those cheaper and does the rest once:
 
-* a private eval-mode copy whose BatchNorms are folded into the convolutions (:func:`skiplab.export.fold_batchnorm`).
-  BN has a zero direction, so the folded weights are an *affine* function of ``(a, b)``:
-  ``fold(θ + aδ + bη) = fold(θ) + a·δ' + b·η'`` with ``δ' = fold(θ + δ) - fold(θ)`` (computed once, in
-  float64);
-  each grid point is then two in-place axpys into the copy's parameters — no BN pass, no state-dict copies,
-  no restore;
+* a private eval-mode copy whose BatchNorms are folded into the convolutions
+  (:func:`skiplab.export.fold_batchnorm`).  BN has a zero direction, so the folded weights are an *affine*
+  function of ``(a, b)``: ``fold(θ + aδ + bη) = fold(θ) + a·δ' + b·η'`` with ``δ' = fold(θ + δ) - fold(θ)``
+  (computed once, in float64); each grid point is then two in-place axpys into the copy's parameters — no BN
+  pass, no state-dict copies, no restore;
 * the evaluation images pre-loaded once as one normalised tensor, NHWC (channels_last, oneDNN's native
   layout), run in cache-sized chunks under ``torch.inference_mode``;
-* on CPU each convolution of a ResNet fused with its bias, ReLU and skip addition into one oneDNN call;
 * points split over the processes of a ``torchrun`` launch (:func:`evaluate_points`): rank ``r`` of ``w`` takes
   points ``r, r + w, ...``, and a sum-all-reduce of the zero-filled result vectors gathers them everywhere.
+
+Measured (benchmarks/bench_landscape.py, resnet20, 256 images a point, one thread, shared AVX2 CPU): 1.5-1.6x
+the straightforward loop's points per second, and the same points to 3e-7 relative.  What is left is the
+convolutions themselves (~96% of the time in a profile, at ~80 GFLOP/s a core); fusing each conv with its
+ReLU and skip addition into one oneDNN call, or evaluating several points in one pass with grouped
+convolutions (``torch.func.vmap``), did not help (1-6%; 2-3x slower).  More throughput comes from
+more processes.
 
 The Hessian's extreme eigenvalues (the paper's measure of non-convexity, ``|λmin / λmax|``) come from
 Lanczos iteration on Hessian-vector products (double backward through one kept graph; measured here ~10x
@@ -117,13 +122,11 @@ class GridEvaluator:
     ``evaluator(coords)`` with ``coords`` of shape ``(P, len(directions))`` returns two float64 arrays of ``P``
     values.  The model itself is never modified (the evaluator works on a private copy); see the module
     docstring for what makes it fast.  ``fold_bn`` needs every BatchNorm direction to be zero (the paper's
-    setting); with a non-zero one it falls back to the unfolded copy.  ``fuse``: run a skiplab ResNet's
-    convolutions fused with their ReLU and skip addition (:class:`_FusedRunner`; CPU, channels_last, float32).
-    ``chunk``: images per forward pass.
+    setting); with a non-zero one it falls back to the unfolded copy.  ``chunk``: images per forward pass.
     """
 
     def __init__(self, model: nn.Module, directions: Sequence[Direction], x: torch.Tensor, y: torch.Tensor, *,
-                 fold_bn: bool = True, channels_last: bool = True, fuse: bool = True, chunk: int = 64) -> None:
+                 fold_bn: bool = True, channels_last: bool = True, chunk: int = 64) -> None:
         if not directions:
             raise ValueError("need at least one direction")
         check_directions(model, directions)
@@ -142,8 +145,9 @@ class GridEvaluator:
         self.y = y.to(device)
         self.chunk = chunk
         self.params = dict(self.net.named_parameters())
-        self.fused = fuse and self.channels_last and _FusedRunner.supported(self.net)
-        self.forward = _FusedRunner(self.net) if self.fused else self.net
+        # base and directions in each parameter's own memory layout, so the per-point axpys are straight copies
+        self.base = {k: torch.empty_like(p).copy_(self.base[k]) for k, p in self.params.items()}
+        self.dirs = [{k: torch.empty_like(p).copy_(d[k]) for k, p in self.params.items()} for d in self.dirs]
 
     @torch.no_grad()
     def set_point(self, c: Sequence[float]) -> None:
@@ -163,97 +167,12 @@ class GridEvaluator:
             correct = torch.zeros((), dtype=torch.int64, device=self.x.device)
             with torch.inference_mode():
                 for j in range(0, n, self.chunk):
-                    logits = self.forward(self.x[j:j + self.chunk]).float()
+                    logits = self.net(self.x[j:j + self.chunk]).float()
                     t = self.y[j:j + self.chunk]
                     loss_sum += F.cross_entropy(logits, t, reduction="sum").double()
                     correct += (logits.argmax(1) == t).sum()
             losses[i], accs[i] = float(loss_sum) / n, int(correct) / n
         return losses, accs
-
-
-class _FusedRunner:
-    """The forward pass of a folded, eval-mode skiplab ResNet (stem -> residual/plain units -> head) with every
-    convolution fused with what follows it — its bias, the ReLU, and in a residual unit the addition of the skip
-    and the ReLU after it — into one oneDNN call (``torch.ops.mkldnn._convolution_pointwise``, the kernels
-    inductor uses on CPU).  Same arithmetic as the modules, in fewer passes over memory: on this CPU one
-    32x32x16 residual unit ran 1.57x faster than conv, ReLU, conv, add, ReLU as separate ops.
-
-    Units it does not recognise run through their own ``forward``, so it is an optimisation with a complete
-    fallback.  It reads the weights from the module parameters at each call (the evaluator updates them in place).
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        self.net = net
-        self.op = torch.ops.mkldnn._convolution_pointwise
-
-    @staticmethod
-    def supported(net: nn.Module) -> bool:
-        from skiplab.models.base import SkipNet
-
-        params = list(net.parameters())
-        return (torch.backends.mkldnn.is_available() and isinstance(net, SkipNet)
-                and type(net).forward is SkipNet.forward and type(net).forward_features is SkipNet.forward_features
-                and not getattr(net, "checkpoint_segments", None) and bool(params)
-                and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._chain(list(self.net.stem.children()) if isinstance(self.net.stem, nn.Sequential)
-                        else [self.net.stem], x)
-        for stage in self.net.stages:
-            for block in (stage.children() if isinstance(stage, nn.Sequential) else [stage]):
-                x = self._unit(block, x)
-        return self.net.forward_head(x)
-
-    def _conv(self, conv: nn.Conv2d, x: torch.Tensor, relu: bool, other: torch.Tensor | None = None
-              ) -> torch.Tensor:
-        args = (conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-        if other is not None:
-            other = other.contiguous(memory_format=torch.channels_last)
-            return self.op.binary(x, other, *args, "add", None, "relu" if relu else None, [], "")
-        return self.op(x, *args, "relu" if relu else "none", [], "")
-
-    @staticmethod
-    def _fusable_conv(m: nn.Module) -> bool:
-        return (type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str))
-
-    def _layers(self, modules: list[nn.Module]) -> list[tuple[nn.Conv2d, bool]] | None:
-        """``[(conv, followed by ReLU)]`` if ``modules`` (Identity dropped) are fusable convs each optionally
-        followed by one ReLU; else None."""
-        mods = [m for m in modules if not isinstance(m, nn.Identity)]
-        out: list[tuple[nn.Conv2d, bool]] = []
-        for m in mods:
-            if self._fusable_conv(m):
-                out.append((m, False))
-            elif type(m) is nn.ReLU and out and not out[-1][1]:
-                out[-1] = (out[-1][0], True)
-            else:
-                return None
-        return out or None
-
-    def _chain(self, modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
-        layers = self._layers(modules)
-        if layers is None:
-            for m in modules:
-                x = m(x)
-            return x
-        for conv, relu in layers:
-            x = self._conv(conv, x, relu)
-        return x
-
-    def _unit(self, b: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        from skiplab.blocks.residual import ResidualUnit
-
-        plain_ok = (isinstance(b, ResidualUnit) and b.branch_enabled and b.skip in ("residual", "none")
-                    and b.gate is None and b.branch_scale == 1.0 and isinstance(b.preact, nn.Identity)
-                    and type(b.post) is nn.ReLU and isinstance(b.branch, nn.Sequential))
-        layers = self._layers(list(b.branch.children())) if plain_ok else None
-        if layers is None or layers[-1][1]:  # the last conv must feed the merge directly
-            return b(x)
-        shortcut = b.shortcut(x) if b.skip == "residual" else None
-        h = x
-        for conv, relu in layers[:-1]:
-            h = self._conv(conv, h, relu)
-        return self._conv(layers[-1][0], h, True, other=shortcut)
 
 
 def _prepare(model: nn.Module, directions: Sequence[Direction], fold: bool

@@ -114,13 +114,15 @@ def _run(cfg: Config, progress: Progress | None) -> Result:
                 err = float((model.eval()(xd).argmax(1).cpu() != y).float().mean())
                 preds = model(xd[shown]).argmax(1).cpu().tolist()
             outs = stage_outputs(model, xd[shown])
-            maps = [[o[i, :cfg.n_channels].cpu().tolist() for _, o in outs] for i in range(len(shown))]
-            means = [[o[i].mean(0).cpu().tolist() for _, o in outs] for i in range(len(shown))]
+            # 4 decimals are plenty for a picture and keep result.json small
+            maps = [[o[i, :cfg.n_channels].cpu().numpy().round(4).tolist() for _, o in outs]
+                    for i in range(len(shown))]
+            means = [[o[i].mean(0).cpu().numpy().round(4).tolist() for _, o in outs] for i in range(len(shown))]
             ch = block_changes(model, xd)
             nets.append(NetFeatures(skip, seed, err, [n for n, _ in outs], maps, means, preds, ch.relative_update,
                                     ch.cosine, ch.response_std, ch.downsampling, seconds))
     report_progress(progress, total, total, "done")
-    result = Result(cfg, x[shown].cpu().tolist(), y[shown].tolist(), nets, [], [])
+    result = Result(cfg, x[shown].cpu().numpy().round(4).tolist(), y[shown].tolist(), nets, [], [])
     result.claims = check_claims(result)
     result.tables = make_tables(result)
     result.notes = [f"Nets: resnet{cfg.depth} and plain{cfg.depth} (width x{cfg.width:g}) trained {cfg.steps} steps "
@@ -177,10 +179,19 @@ def make_tables(result: Result) -> list[Table]:
         for i in range(k):
             rows.append([f"{SKIP_PREFIX[n.skip]}{result.config.depth}", n.seed, i + 1,
                          "yes" if n.downsampling[i] else "", n.relative_update[i], n.cosine[i], n.response_std[i]])
+    early_late = []
+    for n in result.nets:  # blocks grouped by stage: a stage starts at a downsampling block (or the first block)
+        starts = [0] + [i for i, d in enumerate(n.downsampling) if d]
+        for j, (a, b) in enumerate(zip(starts, starts[1:] + [len(n.downsampling)])):
+            early_late.append([f"{SKIP_PREFIX[n.skip]}{result.config.depth}", n.seed, f"stage {j + 1}",
+                               float(np.mean(n.relative_update[a:b])), float(np.mean(n.cosine[a:b])),
+                               float(np.mean(n.response_std[a:b]))])
     return [
         Table(["net", "seed", "test error %"], [[f"{SKIP_PREFIX[n.skip]}{result.config.depth}", n.seed,
                                                 100 * n.test_error] for n in result.nets],
               f"Test error on {result.config.n_stats} images."),
+        Table(["net", "seed", "stage", "mean ||out - in|| / ||in||", "mean cos(in, out)", "mean response std"],
+              early_late, "Early vs late: the block statistics averaged per stage (stage 1 sees the input side)."),
         Table(["net", "seed", "block", "downsamples", "||out - in|| / ||in||", "cos(in, out)", "branch response std"],
               rows, "Per block, from the input side (block 1) to the output side."),
     ]

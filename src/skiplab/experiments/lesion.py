@@ -150,12 +150,14 @@ def trained_net(cfg: NetTraining, skip: str, seed: int) -> tuple[nn.Module, floa
 
 
 def eval_tensors(cfg: NetTraining, split: str, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images of ``split`` (all if 0) as one normalised float batch ``(x, y)``, in order."""
+    """``n`` images of ``split`` (all if 0) as one normalised float batch ``(x, y)``: a fixed random subset
+    (seed 0), because files may be sorted by class (an ImageFolder CIFAR-10 test split starts with 1,000
+    airplanes)."""
     from skiplab.data import BatchLoader, load_dataset
 
     ds = load_dataset(cfg.data, split, data_dir=cfg.data_dir or None, **data_options(cfg))
-    if n:
-        ds = ds.subset(slice(0, min(n, len(ds))))
+    if n and n < len(ds):
+        ds = ds.subset(torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].sort().values)
     x, y = next(iter(BatchLoader(ds, len(ds), shuffle=False)))
     return x, y
 

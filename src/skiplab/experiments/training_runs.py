@@ -8,8 +8,8 @@ iterations, final errors measured in eval mode, and a per-process cache.
   with the same data, augmentation, optimizer, schedule and evaluation.
 * Curves: the training error is the running error over each logging window (train mode, augmented batches:
   the quantity He et al. plot in their Fig. 1 and 6); the test error is measured at epoch ends.
-* Final numbers are measured after training in eval mode: the test split, and the first ``n_train_eval``
-  training images without augmentation (the *training* error a degradation claim is about).
+* Final numbers are measured after training in eval mode: the test split, and ``n_train_eval`` training images
+  (a fixed random draw) without augmentation — the *training* error a degradation claim is about.
 * The cache: training is deterministic from its config on one process, so `skiplab demo`, which runs
   several of these experiments in one process, trains a net that two of them ask for (same recipe, model and
   seed) once.
@@ -42,8 +42,9 @@ class Recipe:
     linear warmup steps before a "step" schedule (He et al. train ResNet-110 at lr 0.01 for ~400 iterations
     first).  ``data``: any skiplab dataset; ``data_dir=""``: the default location ($SKIPLAB_DATA); ``image_size``,
     ``n_train``, ``n_test`` (0: the dataset's default) apply to the generated datasets only.  ``eval_points``:
-    about how many test evaluations a run makes (at epoch ends).  ``n_train_eval``: training images the final
-    training error is measured on (0: all).  ``threads`` > 0 sets torch's intra-op threads (0: leave them).
+    about how many test evaluations a run makes (at epoch ends).  ``n_train_eval``: training images (a fixed
+    random draw) the final training error is measured on (0: all).  ``threads`` > 0 sets torch's intra-op threads
+    (0: leave them).
     """
 
     data: str = "synthetic"
@@ -145,14 +146,21 @@ def _train_split(recipe: Recipe) -> Any:
     return load_dataset(recipe.data, "train", data_dir=recipe.data_dir or None, **data_options(recipe))
 
 
+def train_eval_subset(train_ds: Any, n: int) -> Any:
+    """``n`` training images (all if 0 or more than there are) for measuring the training error: a fixed random
+    draw, not the first ``n`` — image-folder datasets such as the CIFAR-10 copy are stored sorted by class."""
+    if not n or n >= len(train_ds):
+        return train_ds
+    idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(0))[:n]
+    return train_ds.subset(idx.sort().values)
+
+
 def eval_loaders(recipe: Recipe, device: torch.device | str = "cpu") -> tuple[Any, Any]:
-    """``(train, test)`` loaders for final measurements: the first ``n_train_eval`` training images (all if 0)
-    and the test split, in order, without augmentation."""
+    """``(train, test)`` loaders for final measurements: the ``n_train_eval`` training images of
+    :func:`train_eval_subset` and the test split, in order, without augmentation."""
     from skiplab.data import BatchLoader, load_dataset
 
-    train_ds = _train_split(recipe)
-    if recipe.n_train_eval:
-        train_ds = train_ds.subset(slice(0, recipe.n_train_eval))
+    train_ds = train_eval_subset(_train_split(recipe), recipe.n_train_eval)
     test_ds = load_dataset(recipe.data, "test", data_dir=recipe.data_dir or None, **data_options(recipe))
     return (BatchLoader(train_ds, 500, shuffle=False, device=device),
             BatchLoader(test_ds, 500, shuffle=False, device=device))
@@ -333,7 +341,7 @@ def train_net(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed: in
         raise AssertionError("unreachable")
     wall = time.perf_counter() - t0
 
-    train_eval = train_ds.subset(slice(0, recipe.n_train_eval)) if recipe.n_train_eval else train_ds
+    train_eval = train_eval_subset(train_ds, recipe.n_train_eval)
     device = next(net.parameters()).device
     train_loss, train_acc = evaluate(net, BatchLoader(train_eval, 500, shuffle=False, device=device), device)
     steps = [r for r in records if r.get("kind") == "step"]
