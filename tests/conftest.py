@@ -19,3 +19,13 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def tiny_cpu():
+    """For modules of many tiny convolutions: oneDNN's per-shape setup outweighs such convs, so it is turned
+    off for the module (and restored after)."""
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    yield
+    torch.backends.mkldnn.enabled = onednn

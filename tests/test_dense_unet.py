@@ -17,16 +17,7 @@ from skiplab.models.densenet import DenseNet, densenet_bc
 from skiplab.models.unet import UNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine two OpenMP threads spin-wait for each other and a DenseNet step runs 15-30x
-    # slower than on one thread; oneDNN's per-shape setup also outweighs these tiny convs.  Both restored after.
-    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    torch.set_num_threads(1)
-    torch.backends.mkldnn.enabled = False
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.mkldnn.enabled = onednn
+pytestmark = pytest.mark.usefixtures("tiny_cpu")  # one thread comes from conftest
 
 
 def n_params(m: nn.Module) -> int:

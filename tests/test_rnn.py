@@ -10,16 +10,7 @@ from skiplab.blocks.wrap import Residual
 from skiplab.models.rnn import RNNClassifier, rnn_classifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine two OpenMP threads spin-wait for each other and a DenseNet step runs 15-30x
-    # slower than on one thread; oneDNN's per-shape setup also outweighs these tiny convs.  Both restored after.
-    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    torch.set_num_threads(1)
-    torch.backends.mkldnn.enabled = False
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.mkldnn.enabled = onednn
+pytestmark = pytest.mark.usefixtures("tiny_cpu")  # one thread comes from conftest
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
