@@ -235,8 +235,6 @@ def test_malicious_pickles_as_checkpoints_are_refused_and_run_nothing(tmp_path: 
         assert not marker.exists(), f"{what}: the payload ran"
 
 
-@pytest.mark.xfail(strict=True, reason="train/checkpoint.py calls a pickle or zip file 'truncated'; it should say "
-                                       "it is not a skiplab checkpoint (fix listed in docs/RELIABILITY.md)")
 def test_pickle_given_as_checkpoint_is_called_what_it_is(tmp_path: Path) -> None:
     path = tmp_path / "model.pth"
     torch.save(create_model("resnet20", **MODEL).state_dict(), path)

@@ -356,14 +356,12 @@ def test_disk_full_during_a_checkpoint_write(tmp_path: Path, baseline: dict[str,
     words = " ".join(err.read_text().split())
     assert (how, code) == ("exit", 2), text + words  # a user-facing error: status 2...
     assert "error:" in words and "File too large" in words and "Traceback" not in words  # ...one clear line
-    assert words.count("error:") == 1 and len(words.split("error:")[1].split()) < 12, words
+    assert words.count("error:") == 1 and len(words.split("error:")[1].split()) < 40, words
     assert assert_nothing_half_written(run) == 4  # epoch 1's checkpoint is intact and still "latest"
     assert not list((run / "checkpoints").glob(".*.tmp"))  # the partial temp file was removed
     resume_and_compare(run, baseline)  # with space again, the run finishes as if nothing happened
 
 
-@pytest.mark.xfail(strict=True, reason="train/checkpoint.py: a failed checkpoint write should name the file and "
-                                       "the checkpoint kept (fix listed in docs/RELIABILITY.md)")
 def test_disk_full_error_names_the_checkpoint_and_the_one_kept(tmp_path: Path) -> None:
     run = tmp_path / "run"
 

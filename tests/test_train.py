@@ -51,7 +51,9 @@ def _no_faults(monkeypatch):
 @pytest.mark.parametrize("kw, words", [
     (dict(lr=-0.1), ["lr", "> 0", "-0.1"]),
     (dict(lr=0), ["lr", "> 0"]),
-    (dict(lr=float("nan")), ["lr", "nan"]),
+    (dict(lr=float("nan")), ["lr", "finite number", "nan"]),
+    (dict(lr=float("inf")), ["lr", "finite number", "inf"]),
+    (dict(lr="0.1"), ["lr", "a number", "'0.1'"]),
     (dict(epochs=0), ["epochs", ">= 1", "0"]),
     (dict(epochs=2.5), ["epochs", "integer", "2.5"]),
     (dict(epochs=None), ["epochs", "max_steps"]),
@@ -392,3 +394,48 @@ def test_crash_during_checkpoint_write_keeps_the_old_latest(one_run, tmp_path, m
                                  config={}, state={"x": torch.ones(3)})
     assert latest.read_bytes() == before and load_checkpoint(latest).meta["step"] == model.meta["step"]
     assert not list(latest.parent.glob(".*.tmp"))  # the partial temp file was removed
+
+
+def test_a_failed_checkpoint_write_names_the_file_and_the_checkpoint_kept(tmp_path, monkeypatch):
+    calls = []
+
+    def disk_full_on_second_write(name):
+        if name == "ckpt_write":
+            calls.append(name)
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod, "fault_point", disk_full_on_second_write)
+    run = tmp_path / "run"
+    with pytest.raises(OSError) as e:
+        train(tiny(out=str(run), progress="none", test_split=None))
+    msg = str(e.value)
+    assert e.value.errno == 28 and "No space left on device while writing checkpoint" in msg
+    assert f"last good checkpoint {run / 'checkpoints' / 'latest.safetensors'} (step 5) is intact" in msg
+    assert f"resume with: skiplab train --resume {run}" in msg
+    assert load_checkpoint(run).meta["step"] == 5 and not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_too_little_disk_space_is_refused_before_training(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(OSError, match=r"not enough free disk space .* 0 MiB free, about \d+ MiB needed"):
+        train(tiny(out=str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resume_without_a_checkpoint_and_non_checkpoint_files(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text("{}")  # a run killed before its first epoch ended
+    with pytest.raises(CheckpointError, match="no checkpoint at .*stopped before its first epoch.*--overwrite"):
+        train(TrainConfig(resume=str(run)))
+    from skiplab.registry import create_model
+
+    pth = tmp_path / "model.pth"
+    torch.save(create_model("resnet20", **MODEL).state_dict(), pth)
+    with pytest.raises(CheckpointError, match="not a skiplab training checkpoint: it is a zip archive"):
+        load_checkpoint(pth)

@@ -193,14 +193,9 @@ def _preact(**kwargs: Any) -> nn.Module:
     return preact_resnet(**kwargs)
 
 
-def _cifar(**kwargs: Any) -> nn.Module:
-    from skiplab.models.cifar import cifar_resnet
-
-    return cifar_resnet(**kwargs)
-
-
-# Builders for nets the registry has no entry for, called with the run's model_kwargs (``depth`` among them).
-LOCAL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"preact_resnet": _preact, "cifar_resnet": _cifar}
+# Builders for nets the registry has no entry for, called with the run's model_kwargs (``depth`` among them): the
+# registry holds pre-activation nets only at depths 164 and 1001, the ordering study needs basic units at 20-110.
+LOCAL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"preact_resnet": _preact}
 
 
 def build(model: str, model_kwargs: dict[str, Any]) -> nn.Module:

@@ -157,6 +157,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, model_name: str, mode
 def _read_header(data: bytes, path: Path) -> dict[str, Any]:
     if len(data) < 8:
         raise CheckpointError(f"checkpoint {path} is truncated: {len(data)} bytes")
+    if len(data) > 8 and data[8:9] != b"{":  # safetensors: 8-byte header length, then a JSON object
+        kind = {b"PK": "a zip archive (a torch.save file?)", b"\x80": "a pickle"}.get(
+            data[:2] if data[:2] == b"PK" else data[:1], "some other file")
+        raise CheckpointError(f"{path} is not a skiplab training checkpoint: it is {kind}, not safetensors; "
+                              "for a weights file use --weights / load_weights")
     (n,) = struct.unpack("<Q", data[:8])
     if n > len(data) - 8:
         raise CheckpointError(f"checkpoint {path} is truncated: header says {n} bytes, file has {len(data)}")
@@ -177,7 +182,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         sub = path / "checkpoints"
         path = (sub if sub.is_dir() else path) / "latest.safetensors"
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        hint = ""
+        if (run / "manifest.json").is_file():  # a run that died before its first checkpoint
+            hint = (f"; the run in {run} stopped before its first epoch ended, so there is nothing to resume: "
+                    f"start it again with --overwrite")
+        raise CheckpointError(f"no checkpoint at {path}{hint}")
     data = path.read_bytes()
     metadata = _read_header(data, path).get("__metadata__") or {}
     if metadata.get("format") != FORMAT:

@@ -56,8 +56,10 @@ def _number(name: str, value: Any, *, low: float | None = None, low_open: bool =
         return
     kind = "an integer" if integer else "a number"
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
+    if isinstance(value, bool) or not ok_type:
         raise ValueError(f"{name} must be {kind}{' or None' if optional else ''}; got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}; got {value!r}")
     if high is not None and value > high:

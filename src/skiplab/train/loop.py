@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
+import math
 import random
 import shutil
 import signal
@@ -224,6 +226,19 @@ def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int) -> tuple[
     return model, kwargs
 
 
+def _check_free_space(run_dir: Path, model: nn.Module, cfg: TrainConfig, n_epochs: int) -> None:
+    """Refuse to start when the disk cannot hold the checkpoints (a temp copy beside ``latest`` while it is
+    replaced, the per-epoch copies if kept, the final weights): better now than after hours of training."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    buffers = {"sgd": 1 if cfg.momentum else 0, "adamw": 2}[cfg.optimizer]
+    per_ckpt = weights * (1 + buffers) + (1 << 20)  # + RNG states, loader state, history
+    need = per_ckpt * (2 + (n_epochs if cfg.keep_epoch_checkpoints else 0)) + weights
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"not enough free disk space for the checkpoints of this run in {run_dir}: "
+                      f"{free / 2**20:.0f} MiB free, about {need / 2**20:.0f} MiB needed")
+
+
 @contextlib.contextmanager
 def _stop_on_signals(enabled: bool, display: Display) -> Iterator[dict[str, Any]]:
     """SIGINT/SIGTERM set a flag the loop checks after each step (a second SIGINT aborts at once)."""
@@ -345,6 +360,8 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
         run_dir = Path(cfg.out)
         if ckpt is None and main:
             prepare_run_dir(cfg.out, overwrite=cfg.overwrite)
+        if main:
+            _check_free_space(run_dir, model, cfg, math.ceil(total_steps / steps_per_epoch))
         dist_.barrier(info)
 
     # ---- state that a checkpoint restores
@@ -398,8 +415,15 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
                      "loader": loader.state_dict(), "rng": _rng_state(), "epoch_step": epoch_step,
                      "history": history, "acc": acc_state, "reason": reason,
                      "elapsed_s": time.perf_counter() - t_start}
-            save_checkpoint(path, model, model_name=cfg.model, model_kwargs=model_kwargs, step=step, epoch=epoch,
-                            config=cfg.to_dict(), state=state)
+            try:
+                save_checkpoint(path, model, model_name=cfg.model, model_kwargs=model_kwargs, step=step,
+                                epoch=epoch, config=cfg.to_dict(), state=state)
+            except OSError as e:  # disk full, folder turned read-only: say what survived and how to go on
+                kept = (f"the last good checkpoint {last_ckpt['path']} (step {last_ckpt['step']}) is intact; free "
+                        f"space and resume with: skiplab train --resume {run_dir}" if last_ckpt["path"] else
+                        "no earlier checkpoint exists; free space and start again with --overwrite")
+                msg = f"{e.strerror or e} while writing checkpoint {path} at step {step}; {kept}"
+                raise (type(e)(e.errno, msg) if e.errno is not None else type(e)(msg)) from None
             if reason == "epoch" and cfg.keep_epoch_checkpoints:
                 shutil.copyfile(path, ckpt_dir / f".epoch_{epoch:04d}.safetensors.tmp")
                 (ckpt_dir / f".epoch_{epoch:04d}.safetensors.tmp").replace(ckpt_dir / f"epoch_{epoch:04d}.safetensors")
