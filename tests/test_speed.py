@@ -56,6 +56,8 @@ def test_optimizer_kwargs_and_defaults() -> None:
     cpu, gpu = default_speed_options("cpu"), default_speed_options("cuda")
     assert cpu.channels_last and cpu.fused_optimizer and cpu.tune_malloc and not cpu.compile
     assert not gpu.tune_malloc
+    if not torch.cuda.is_available():  # the GPU path's CPU-side logic: no CUDA, no fused kernels, no crash
+        assert optimizer_kwargs(torch.optim.SGD, "cuda") == {}
     assert to_channels_last(torch.randn(2, 3)).shape == (2, 3)
 
 
@@ -96,3 +98,39 @@ def test_bench_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as e:
         main(["bench", "infer", "--model", "no_such_model", "--no-compile"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("cls", [torch.optim.SGD, torch.optim.AdamW])
+def test_fused_step_after_loading_contiguous_state_matches_uninterrupted(cls) -> None:
+    """A checkpoint stores optimizer state contiguous; a channels_last weight's fused step must still pair
+    each element with its own momentum (match_state_layout), or resume is silently wrong."""
+    from skiplab.train.optim import match_state_layout
+
+    if not fused_supported(cls, "cpu"):
+        pytest.fail(f"this torch build has no fused CPU {cls.__name__}; the test needs one")
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(4, 3, 3, 3, generator=g).contiguous(memory_format=torch.channels_last)
+    grads = [torch.randn(4, 3, 3, 3, generator=g).contiguous(memory_format=torch.channels_last) for _ in range(4)]
+    kw = dict(lr=0.1, momentum=0.9) if cls is torch.optim.SGD else dict(lr=0.01)
+
+    def steps(p, opt, gs):
+        for grad in gs:
+            p.grad = grad.clone()
+            opt.step()
+
+    ref = nn.Parameter(w0.clone())
+    opt = cls([ref], fused=True, **kw)
+    steps(ref, opt, grads)
+
+    p = nn.Parameter(w0.clone())
+    opt = cls([p], fused=True, **kw)
+    steps(p, opt, grads[:2])
+    saved = {k: (v.contiguous() if isinstance(v, torch.Tensor) else v) for k, v in opt.state[p].items()}
+    sd = opt.state_dict()
+    sd["state"][0] = saved  # what a safetensors round trip gives back
+    p2 = nn.Parameter(p.detach().clone())
+    opt2 = cls([p2], fused=True, **kw)
+    opt2.load_state_dict(sd)
+    match_state_layout(opt2)
+    steps(p2, opt2, grads[2:])
+    assert torch.equal(p2.detach(), ref.detach())

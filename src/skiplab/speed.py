@@ -1,26 +1,45 @@
-"""Training speed options, each measured by ``benchmarks/bench_step.py`` against a plain eager reference
-(figures and commands in BENCHMARKS.md).
+"""Training speed options, each measured by ``benchmarks/bench_step.py`` against the plain eager reference of
+``benchmarks/reference.py`` (same nets, NCHW, PyTorch's default SGD, ``loss.item()`` every step).
 
-What pays on this project's CPUs (2 cores, AVX2, float32; measured on resnet20/56/110 at batch 128 and resnet50
-at batch 32, see BENCHMARKS.md):
+Measured on this project's CPUs (AMD EPYC, AVX2 only, float32; reference and ours alternating in one run;
+ratios are reference time / our time).  1 thread, CPU-time clock, machine loaded by other processes:
+
+=========================  ==========  ==========  ==========  ==========
+options                    resnet20    resnet56    resnet110   resnet50
+=========================  ==========  ==========  ==========  ==========
+none (our model, eager)    0.94x       —           —           —
+channels_last              1.15x       —           —           1.23x
++ fused SGD                1.15x       —           —           —
++ tune_malloc              1.23x       1.20x       1.20x       1.64x
++ torch.compile            1.31x       1.36x       1.20x       1.56x
+reference + tune_malloc    1.06x       —           —           1.62x
+=========================  ==========  ==========  ==========  ==========
+
+2 threads, wall clock, load average ~1.5: channels_last + fused SGD + tune_malloc 1.39x (resnet20), 1.16x
+(resnet56), 1.17x (resnet110), 1.59x (resnet50; the reference with tune_malloc alone: 1.18x resnet20, 1.41x
+resnet50).
 
 * :func:`tune_malloc` — the largest single gain for big activations.  glibc serves each allocation above its
   mmap threshold (at most 32 MiB by default) with a fresh ``mmap`` and gives it back on free, so every training
   step page-faults its activations in again: ~1.8 million minor faults and ~28% of a resnet50 step spent in the
   kernel, ~13% of a resnet20 step.  Keeping freed memory in the heap removes them.  Process-wide; resident
   memory then stays at the peak (which the step needs anyway).  Its opposite, ``set_malloc_policy("memory")``,
-  is for runs that checkpoint to save memory.
-* ``channels_last`` (NHWC) — oneDNN's native layout; NCHW convolutions are reordered on every call.  Fastest for
-  the 16-channel CIFAR stages (about 1.7x per convolution there) and on CUDA tensor cores.
+  is for runs that checkpoint to save memory.  (The same setting gives the reference 1.06x on resnet20.)
+* ``channels_last`` (NHWC) — oneDNN's native layout; NCHW tensors are converted to it on every call.  Fastest
+  for the 16-channel CIFAR stages (about 1.7x per convolution there) and on CUDA tensor cores.
 * ``torch.compile`` (inductor) — fuses BatchNorm, ReLU and the residual add into a few loops (convolutions stay
-  oneDNN's).  ~10% more on CPU after a one-off compile of ~30 s (resnet20) to a few minutes (resnet110).  Off by
-  default: worth it for runs longer than a few minutes.
-* A fused SGD step (``fused=True``) — a single kernel over all parameters instead of a Python loop; small on CPU
-  (the step is dominated by convolutions), larger on GPU.
-* Not a default on CPU: bf16 autocast.  These CPUs lack AVX-512 BF16, so oneDNN runs bf16 convolutions through a
-  slow reference path (measured >10x slower).
+  oneDNN's).  Up to ~10% more on the CIFAR nets, nothing measurable on resnet50, for a one-off compile of
+  ~17 s (resnet20) to 7 minutes (resnet110, loaded machine).  Off by default.
+* A fused SGD step (``fused=True``) — one kernel over all parameters instead of a loop over them; no measurable
+  effect on CPU (convolutions dominate the step), a gain on GPU.
 * No per-step host sync (``loss.item()`` every step): free on CPU, where ops run synchronously; on CUDA it
   stalls the queue every step.  The training loop reads metrics every ``log_every`` steps only.
+* Not used on CPU: bf16 autocast.  These CPUs lack AVX-512 BF16, so oneDNN runs bf16 convolutions through a
+  slow path (ResNet-20 training ~10x slower; see ``TrainConfig``).
+
+Why not 2x on the CIFAR nets: the reference already runs at 45-60% of the float32 matmul peak (its step is ~80%
+oneDNN convolutions, which these options do not make cheaper), so 2x would need ~100% of peak; ours reaches
+~55-75%.  resnet50's reference loses ~30% of its time to page faults, which is where its 1.6x comes from.
 """
 from __future__ import annotations
 
@@ -109,7 +128,7 @@ def fused_supported(optimizer_cls: type[torch.optim.Optimizer], device: torch.de
         opt = optimizer_cls([p], lr=0.1, fused=True)
         p.grad = torch.ones_like(p)
         opt.step()
-    except (RuntimeError, ValueError, TypeError):
+    except (RuntimeError, ValueError, TypeError, AssertionError):  # AssertionError: a build without CUDA
         return False
     return True
 

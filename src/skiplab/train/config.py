@@ -30,13 +30,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         batch_size=128, schedule="step", schedule_unit="steps", milestones=(32000, 48000), gamma=0.1,
         warmup=0, max_steps=64000, epochs=None, label_smoothing=0.0, crop_padding=4, flip=True, cutout=0,
     ),
-    # Ours, aimed at ResNet-20's 91.25% CIFAR-10 test accuracy in few epochs: Nesterov SGD with a higher
-    # peak lr reached by a linear warmup then annealed to zero on a one-cycle (triangular) schedule, weight
-    # decay 5e-4 kept off BN and biases, label smoothing 0.1.  Short schedules profit from a larger decay
-    # and an anneal to zero; smoothing keeps the final logits from over-fitting the augmented train set.
+    # Ours, aimed at ResNet-20's 91.25% CIFAR-10 test accuracy in 40 epochs (the paper: ~164): Nesterov SGD,
+    # the paper's batch 128 and lr 0.1 as the peak of a one-cycle (triangular) schedule — linear warmup over
+    # 6 epochs, then annealed linearly to zero — weight decay 5e-4 kept off BN and biases, label smoothing
+    # 0.1.  Short schedules profit from a larger decay and an anneal to zero; batch 128 rather than 256
+    # because at a fixed epoch budget twice the updates matter more than the (CPU-neutral) larger batch.
     "fast": dict(
-        optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, wd_exclude_bn_bias=True,
-        batch_size=256, schedule="onecycle", schedule_unit="epochs", warmup=6, epochs=40, max_steps=None,
+        optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, wd_exclude_bn_bias=True,
+        batch_size=128, schedule="onecycle", schedule_unit="epochs", warmup=6, epochs=40, max_steps=None,
         label_smoothing=0.1, crop_padding=4, flip=True, cutout=0, drop_last=True,
     ),
 }

@@ -28,13 +28,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from skiplab.io import build_manifest, write_json
+from skiplab.speed import tune_malloc
 from skiplab.train import distributed as dist_
 from skiplab.train.checkpoint import load_checkpoint, load_model_state, remove_stale_temps, save_checkpoint
 from skiplab.train.config import TrainConfig
 from skiplab.train.faults import fault_point
 from skiplab.train.metrics import (Display, MetricsLog, accumulate, epoch_record, resolve_mode, window_record,
                                    zero_acc)
-from skiplab.train.optim import build_optimizer
+from skiplab.train.optim import build_optimizer, match_state_layout
 from skiplab.train.schedule import Schedule
 
 RUN_MARKERS = ("manifest.json", "checkpoints", "metrics.jsonl")
@@ -343,6 +344,8 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        tune_malloc()  # reuse freed activation memory instead of page-faulting it in every step (skiplab.speed)
     if info.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the parameters and the top module
     optimizer = build_optimizer(model, cfg)
@@ -372,6 +375,7 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
         load_model_state(model, ckpt, model_name=cfg.model, model_kwargs=model_kwargs)
         s = ckpt.state
         optimizer.load_state_dict(s["optimizer"])
+        match_state_layout(optimizer)
         if scaler is not None and s.get("scaler"):
             scaler.load_state_dict(s["scaler"])
         loader.load_state_dict(s["loader"])
