@@ -134,3 +134,19 @@ def test_fused_step_after_loading_contiguous_state_matches_uninterrupted(cls) ->
     match_state_layout(opt2)
     steps(p2, opt2, grads[2:])
     assert torch.equal(p2.detach(), ref.detach())
+
+
+def test_channels_last_hazard_names_the_crashing_layer_and_training_avoids_it() -> None:
+    """Narrow nets' 1x1 stride-2 shortcuts with <8 input channels crash torch 2.13's channels_last CPU backward;
+    the guard finds them (and only them) and prepare_for_training keeps such a net in NCHW."""
+    from skiplab.speed import channels_last_hazard, prepare_for_training
+
+    narrow = create_model("resnet20", width=0.25, shortcut="B")  # 4 -> 8 channel projection at stride 2
+    assert channels_last_hazard(narrow) is not None
+    assert channels_last_hazard(narrow, "cuda") is None
+    assert channels_last_hazard(create_model("resnet20", width=0.5, shortcut="B")) is None  # 8 input channels
+    assert channels_last_hazard(create_model("resnet20", width=0.25)) is None  # option A: no convolution
+    prepare_for_training(narrow, channels_last=True)
+    assert all(p.is_contiguous() for p in narrow.parameters())  # left NCHW
+    safe = prepare_for_training(create_model("resnet20", width=0.5, shortcut="B"), channels_last=True)
+    assert not all(p.is_contiguous() for p in safe.parameters())  # converted

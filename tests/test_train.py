@@ -439,3 +439,20 @@ def test_resume_without_a_checkpoint_and_non_checkpoint_files(tmp_path):
     torch.save(create_model("resnet20", **MODEL).state_dict(), pth)
     with pytest.raises(CheckpointError, match="not a skiplab training checkpoint: it is a zip archive"):
         load_checkpoint(pth)
+
+
+def test_train_takes_a_builder_for_an_unregistered_net():
+    """A net the registry has no name for trains through ``builder``; classes and channels come from the data."""
+    from skiplab.models.preact import preact_resnet
+
+    seen = {}
+
+    def builder(**kw):
+        seen.update(kw)
+        return preact_resnet(**kw)
+
+    r = train(tiny(model="preact_resnet8_basic", model_kwargs={"depth": 8, "unit": "basic", "width": 0.25}, data="synthetic_digits",
+                   data_options={"n_train": 64, "n_test": 32, "image_size": 12}, epochs=1), builder=builder)
+    assert r.status == "completed" and r.step == 2
+    assert seen == {"depth": 8, "unit": "basic", "width": 0.25, "num_classes": 10, "in_channels": 1} == r.model_kwargs
+    assert math.isfinite(r.final["test_loss"])

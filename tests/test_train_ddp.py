@@ -47,3 +47,31 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     for h, s in zip(hist, single.history):  # train loss/acc are all-reduced over both ranks
         assert abs(h["train_loss"] - s["train_loss"]) < 1e-4 and abs(h["train_acc"] - s["train_acc"]) < 1e-9
         assert abs(h["test_loss"] - s["test_loss"]) < 1e-4
+
+
+CALLER_GROUP_SCRIPT = """
+import torch, torch.distributed as dist
+from skiplab.train import TrainConfig, train
+dist.init_process_group("gloo")
+r = train(TrainConfig(model="resnet20", model_kwargs={"width": 0.25, "norm": "none"}, data="synthetic",
+                      data_options={"n_train": 64, "n_test": 16, "image_size": 8}, epochs=1, batch_size=32,
+                      num_threads=1, progress="none"))
+assert dist.is_initialized(), "train() destroyed the caller's process group"
+t = torch.ones(1)
+dist.all_reduce(t)
+assert t.item() == 2.0 and r.status == "completed"
+dist.destroy_process_group()
+print("caller group intact")
+"""
+
+
+def test_train_leaves_a_process_group_it_did_not_create(tmp_path):
+    """An experiment that set up its own group (and trains DDP inside it) keeps the group after train()."""
+    script = tmp_path / "caller.py"
+    script.write_text(CALLER_GROUP_SCRIPT)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SKIPLAB_FAULT")}
+    p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script)],
+                       env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    assert p.stdout.count("caller group intact") == 2

@@ -149,11 +149,27 @@ def prepare_for_training(model: nn.Module, *, channels_last: bool = True, compil
     which shares ``model``'s parameters: build the optimizer and save checkpoints from ``model`` itself."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    if channels_last and channels_last_hazard(model, next((p.device for p in model.parameters()), "cpu")):
+        channels_last = False  # see channels_last_hazard: NCHW rather than a crash in backward
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:
         return torch.compile(model, mode=compile_mode)
     return model
+
+
+def channels_last_hazard(model: nn.Module, device: torch.device | str = "cpu") -> str | None:
+    """The name of a layer whose channels_last backward crashes this torch build on ``device``, or None.
+
+    torch 2.13's CPU (oneDNN) backward of a 1x1 convolution with stride > 1 and 2-7 input channels corrupts the
+    heap (abort or segfault; reproduced with a bare ``nn.Conv2d(4, 8, 1, stride=2)`` on 8x8 inputs).  Such
+    convolutions appear in narrow nets' downsampling shortcuts (e.g. width 0.25); NCHW is safe."""
+    if torch.device(device).type != "cpu":
+        return None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 and 1 < m.in_channels < 8:
+            return name
+    return None
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,9 @@
 stochastic depth, unit orderings): one :class:`Recipe` for every net of an experiment, curves against
 iterations, final errors measured in eval mode, and a per-process cache.
 
-* A registered model (``resnet56``, ``highway20``, ``densenet_bc_100_12`` ...) is trained by
-  :func:`skiplab.train.train` (``out=None``: in memory).  A net the registry has no name for — a pre-activation
-  net of basic units at depth 20..110, which the ordering study needs — is trained by :func:`_fit`, a short loop
-  with the same data, augmentation, optimizer, schedule and evaluation.
+* Every net is trained by :func:`skiplab.train.train` (``out=None``: in memory): a registered model
+  (``resnet56``, ``highway20``, ``densenet_bc_100_12`` ...) by name, a net the registry has no name for — a
+  pre-activation net of basic units at depth 20..110, which the ordering study needs — through its builder.
 * Curves: the training error is the running error over each logging window (train mode, augmented batches:
   the quantity He et al. plot in their Fig. 1 and 6); the test error is measured at epoch ends.
 * Final numbers are measured after training in eval mode: the test split, and ``n_train_eval`` training images
@@ -210,80 +209,6 @@ def build(model: str, model_kwargs: dict[str, Any]) -> nn.Module:
     return create_model(model, **model_kwargs)
 
 
-def _fit(tc: Any, builder: Callable[..., nn.Module], on_epoch: Callable[[dict[str, Any]], None] | None
-         ) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Train ``builder(**tc.model_kwargs, num_classes=..., in_channels=...)`` as :func:`skiplab.train.train` would
-    train a registered model from ``tc`` (same data, loader, augmentation, optimizer, schedule and evaluation; no
-    checkpoints, one process).  Returns ``(model, kwargs, history, step records)`` in train()'s record format."""
-    import random
-
-    import numpy as np
-
-    from skiplab.data import Augment, BatchLoader, load_dataset
-    from skiplab.train import Schedule, evaluate, resolve_amp, resolve_device
-    from skiplab.train.optim import build_optimizer
-
-    device = resolve_device(tc.device)
-    random.seed(tc.seed)
-    np.random.seed(tc.seed)
-    torch.manual_seed(tc.seed)
-    train_ds = load_dataset(tc.data, "train", data_dir=tc.data_dir, **tc.data_options)
-    test_ds = load_dataset(tc.data, "test", data_dir=tc.data_dir, **tc.data_options)
-    augment = Augment(crop_padding=tc.crop_padding, flip=tc.flip, cutout=tc.cutout) if tc.augment else None
-    loader = BatchLoader(train_ds, tc.batch_size, shuffle=True, augment=augment, seed=tc.seed, device=device,
-                         drop_last=tc.drop_last, channels_last=tc.channels_last)
-    test_loader = BatchLoader(test_ds, tc.eval_batch_size, shuffle=False, device=device,
-                              channels_last=tc.channels_last)
-    kwargs = {"num_classes": train_ds.num_classes, "in_channels": train_ds.image_shape[0], **tc.model_kwargs}
-    model = builder(**kwargs).to(device)
-    if tc.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, tc)
-    schedule = Schedule.from_config(tc, tc.max_steps, len(loader))
-    amp = resolve_amp(tc.amp, device)
-    criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
-    history: list[dict[str, Any]] = []
-    records: list[dict[str, Any]] = []
-    step, epoch = 0, 0
-    while step < tc.max_steps:
-        loader.set_epoch(epoch)
-        model.train()
-        t0 = time.perf_counter()
-        w_loss, w_correct, w_seen = 0.0, 0, 0
-        for x, y in loader:
-            for g in optimizer.param_groups:
-                g["lr"] = tc.lr * schedule.factor(step)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = model(x)
-                loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            w_loss += float(loss.detach()) * y.shape[0]
-            w_correct += int((logits.argmax(1) == y).sum())
-            w_seen += y.shape[0]
-            if not math.isfinite(w_loss):
-                from skiplab.train import TrainingDiverged
-
-                raise TrainingDiverged(f"training loss became NaN/Inf at step {step}; lower the learning rate "
-                                       f"(lr={tc.lr:g})")
-            if step % tc.log_every == 0 or step >= tc.max_steps:
-                records.append({"kind": "step", "step": step, "epoch": epoch + 1, "train_loss": w_loss / w_seen,
-                                "train_acc": w_correct / w_seen})
-                w_loss, w_correct, w_seen = 0.0, 0, 0
-            if step >= tc.max_steps:
-                break
-        epoch += 1
-        rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": step, "epoch_time_s": time.perf_counter() - t0}
-        if epoch % tc.eval_every == 0 or step >= tc.max_steps:
-            rec["test_loss"], rec["test_acc"] = evaluate(model, test_loader, device, amp=amp)
-        history.append(rec)
-        if on_epoch is not None:
-            on_epoch(rec)
-    return model, kwargs, history, records
-
-
 # ------------------------------------------------------------------------------------------------- the cache
 _CACHE: dict[str, tuple[Run, dict[str, torch.Tensor]]] = {}
 
@@ -318,22 +243,10 @@ def train_net(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed: in
         return dataclasses.replace(run, label=label or run.label), net.to(device).eval()
 
     t0 = time.perf_counter()
-    if model in LOCAL_BUILDERS:
-        builder = LOCAL_BUILDERS[model]
-        if tc.num_threads is not None:
-            before = torch.get_num_threads()
-            torch.set_num_threads(tc.num_threads)
-        try:
-            net, kwargs, history, records = _fit(tc, builder, on_epoch)
-        finally:
-            if tc.num_threads is not None:
-                torch.set_num_threads(before)
-    elif model in list_models():
-        result = train(tc, on_epoch=on_epoch)
-        net, kwargs, history, records = result.model, dict(result.model.model_kwargs), result.history, result.records
-    else:
+    if model not in LOCAL_BUILDERS and model not in list_models():
         build(model, model_kwargs)  # raises the message naming what is known
-        raise AssertionError("unreachable")
+    result = train(tc, on_epoch=on_epoch, builder=LOCAL_BUILDERS.get(model))
+    net, kwargs, history, records = result.model, result.model_kwargs, result.history, result.records
     wall = time.perf_counter() - t0
 
     train_eval = train_eval_subset(train_ds, recipe.n_train_eval)

@@ -17,6 +17,7 @@ class DistInfo:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    owns_group: bool = False  # init() created the process group, so shutdown() destroys it
 
     @property
     def enabled(self) -> bool:
@@ -35,15 +36,18 @@ def from_env() -> DistInfo:
 
 
 def init(device: torch.device) -> DistInfo:
-    """Join the process group torchrun described (if any); returns this process's rank and the world size."""
+    """Join the process group torchrun described (if any); returns this process's rank and the world size.
+    A group the caller already created is used as it is (and left alone by :func:`shutdown`)."""
     info = from_env()
     if info.enabled and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return DistInfo(info.rank, info.local_rank, info.world_size, owns_group=True)
     return info
 
 
 def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+    """Destroy the process group if :func:`init` created it; a caller's group outlives the training run."""
+    if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

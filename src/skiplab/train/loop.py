@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import threading
+import warnings
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from skiplab.io import build_manifest, write_json
-from skiplab.speed import tune_malloc
+from skiplab.speed import channels_last_hazard, tune_malloc
 from skiplab.train import distributed as dist_
 from skiplab.train.checkpoint import load_checkpoint, load_model_state, remove_stale_temps, save_checkpoint
 from skiplab.train.config import TrainConfig
@@ -66,6 +67,7 @@ class TrainResult:
     wall_time_s: float = 0.0
     signal: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)  # every metrics record
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # what built the model (classes/channels filled in)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -207,10 +209,15 @@ def prepare_run_dir(out: str, *, overwrite: bool, create: bool = True) -> Path:
     return run
 
 
-def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int) -> tuple[nn.Module, dict[str, Any]]:
-    """The model with kwargs completed from the data (classes, channels) when the user did not set them."""
+def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int,
+                 builder: Callable[..., nn.Module] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The model (``builder(**kwargs)``, by default the registry's ``cfg.model``) with kwargs completed from the
+    data (classes, channels) when the user did not set them."""
     from skiplab.registry import create_model
 
+    if builder is None:
+        def builder(**kw: Any) -> nn.Module:
+            return create_model(cfg.model, **kw)
     kwargs = dict(cfg.model_kwargs)
     auto = {}
     if "num_classes" not in kwargs:
@@ -218,12 +225,12 @@ def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int) -> tuple[
     if "in_channels" not in kwargs and in_channels != 3:
         auto["in_channels"] = in_channels
     try:
-        model = create_model(cfg.model, **kwargs, **auto)
+        model = builder(**kwargs, **auto)
         kwargs.update(auto)
     except TypeError as e:  # a model without a num_classes/in_channels argument
         if not any(k in str(e) for k in auto):
             raise
-        model = create_model(cfg.model, **kwargs)
+        model = builder(**kwargs)
     return model, kwargs
 
 
@@ -264,8 +271,13 @@ def _stop_on_signals(enabled: bool, display: Display) -> Iterator[dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------ training
-def train(cfg: TrainConfig, *, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+def train(cfg: TrainConfig, *, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          builder: Callable[..., nn.Module] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` as ``cfg`` says; see :class:`TrainConfig`.
+
+    ``builder``: for a net the registry has no name for — called as ``builder(**cfg.model_kwargs, num_classes=...,
+    in_channels=...)`` (the last two from the data unless given); ``cfg.model`` then only names the run, and a
+    resume must pass the same builder.
 
     With ``cfg.out`` it writes a run folder (manifest.json, metrics.jsonl/.csv, checkpoints/latest.safetensors,
     model.safetensors, result.json) and stops cleanly on SIGINT/SIGTERM; with ``cfg.resume`` it continues that
@@ -294,14 +306,15 @@ def train(cfg: TrainConfig, *, on_epoch: Callable[[dict[str, Any]], None] | None
         if cfg.batch_size % info.world_size:
             raise ValueError(f"batch_size must be divisible by the number of processes ({info.world_size}) so "
                              f"the global batch stays {cfg.batch_size}; got batch_size={cfg.batch_size}")
-        return _train(cfg, ckpt, device, info, t_start, on_epoch)
+        return _train(cfg, ckpt, device, info, t_start, on_epoch, builder)
     finally:
         dist_.shutdown(info)
         torch.set_num_threads(threads_before)  # in-process callers (experiments) get their setting back
 
 
 def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistInfo, t_start: float,
-           on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+           on_epoch: Callable[[dict[str, Any]], None] | None,
+           builder: Callable[..., nn.Module] | None) -> TrainResult:
     from skiplab.data import Augment, BatchLoader, load_dataset
 
     main = info.is_main
@@ -340,9 +353,16 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
     if isinstance(n_cls, int) and n_cls < train_ds.num_classes:
         raise ValueError(f"model_kwargs num_classes={n_cls} is too small: data={cfg.data!r} has labels 0.."
                          f"{train_ds.num_classes - 1} ({train_ds.num_classes} classes)")
-    model, model_kwargs = _build_model(cfg, train_ds.num_classes, train_ds.image_shape[0])
+    model, model_kwargs = _build_model(cfg, train_ds.num_classes, train_ds.image_shape[0], builder)
     model.to(device)
-    if cfg.channels_last:
+    hazard = channels_last_hazard(model, device) if cfg.channels_last else None
+    if hazard is not None:
+        warnings.warn(f"channels_last off: layer {hazard!r} (a 1x1 strided conv with <8 input channels) crashes "
+                      f"this torch build's CPU backward in that layout; training in NCHW", RuntimeWarning, stacklevel=3)
+        loader.channels_last = False
+        for el in eval_loaders.values():
+            el.channels_last = False
+    elif cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if device.type == "cpu":
         tune_malloc()  # reuse freed activation memory instead of page-faulting it in every step (skiplab.speed)
@@ -542,4 +562,5 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
         if stop_sig is not None:
             display.message(f"stopped by {stop_sig} at step {step}/{total_steps} (epoch {epoch + (epoch_step > 0)}). "
                             f"Checkpoint: {last_ckpt['path']}\nResume with:  skiplab train --resume {run_dir}")
-    return TrainResult(cfg, model, history, final, run_dir, status, step, epoch, wall, stop_sig, log.records)
+    return TrainResult(cfg, model, history, final, run_dir, status, step, epoch, wall, stop_sig, log.records,
+                       model_kwargs)
