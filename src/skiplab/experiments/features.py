@@ -17,7 +17,7 @@ import torch
 from skiplab.analysis.features import block_changes, stage_outputs
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress, \
     seed_list, torch_threads
-from skiplab.experiments.lesion import QUICK_TRAINING, SKIP_PREFIX, NetTraining, eval_tensors, trained_net
+from skiplab.experiments.lesion import QUICK_TRAINING, NetTraining, eval_tensors, model_name, trained_net
 
 
 @dataclass
@@ -104,7 +104,7 @@ def _run(cfg: Config, progress: Progress | None) -> Result:
     nets, total = [], 2 * len(seeds)
     for seed in seeds:
         for skip in ("residual", "none"):
-            what = f"{SKIP_PREFIX[skip]}{cfg.depth}, seed {seed}"
+            what = f"{model_name(cfg, skip)}, seed {seed}"
             report_progress(progress, len(nets), total, f"{what}: training")
             model, seconds = trained_net(cfg, skip, seed)
             device = next(model.parameters()).device
@@ -177,17 +177,17 @@ def make_tables(result: Result) -> list[Table]:
     for n in result.nets:
         k = len(n.relative_update)
         for i in range(k):
-            rows.append([f"{SKIP_PREFIX[n.skip]}{result.config.depth}", n.seed, i + 1,
+            rows.append([model_name(result.config, n.skip), n.seed, i + 1,
                          "yes" if n.downsampling[i] else "", n.relative_update[i], n.cosine[i], n.response_std[i]])
     early_late = []
     for n in result.nets:  # blocks grouped by stage: a stage starts at a downsampling block (or the first block)
         starts = [0] + [i for i, d in enumerate(n.downsampling) if d]
         for j, (a, b) in enumerate(zip(starts, starts[1:] + [len(n.downsampling)])):
-            early_late.append([f"{SKIP_PREFIX[n.skip]}{result.config.depth}", n.seed, f"stage {j + 1}",
+            early_late.append([model_name(result.config, n.skip), n.seed, f"stage {j + 1}",
                                float(np.mean(n.relative_update[a:b])), float(np.mean(n.cosine[a:b])),
                                float(np.mean(n.response_std[a:b]))])
     return [
-        Table(["net", "seed", "test error %"], [[f"{SKIP_PREFIX[n.skip]}{result.config.depth}", n.seed,
+        Table(["net", "seed", "test error %"], [[model_name(result.config, n.skip), n.seed,
                                                 100 * n.test_error] for n in result.nets],
               f"Test error on {result.config.n_stats} images."),
         Table(["net", "seed", "stage", "mean ||out - in|| / ||in||", "mean cos(in, out)", "mean response std"],

@@ -30,8 +30,8 @@ from skiplab.analysis.landscape import GridEvaluator, Surface, axis, convex_frac
     evaluate_points, evaluate_surface, grid_coords, hessian_extremes, random_direction, split_map
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress, \
     seed_list, torch_threads
-from skiplab.experiments.lesion import QUICK_TRAINING, SKIP_PREFIX, NetTraining, eval_tensors, train_config, \
-    trained_net
+from skiplab.experiments.lesion import QUICK_TRAINING, NetTraining, eval_tensors, model_name, trained_net
+from skiplab.experiments.training_runs import in_training_layout, train_config, train_split
 
 
 @dataclass
@@ -186,12 +186,13 @@ def _trained_nets(cfg: Config, jobs: list[tuple[int, str]], rank: int, world: in
                 model, seconds = trained_net(cfg, skip, seed)
         # the other ranks build the same architecture: the training split fixes classes and channels
         x, _ = eval_tensors(cfg, "test", 1)
-        template = None if mine else create_model(f"{SKIP_PREFIX[skip]}{cfg.depth}", width=cfg.width,
+        template = None if mine else create_model(model_name(cfg, skip), width=cfg.width,
                                                   num_classes=_num_classes(cfg), in_channels=x.shape[1])
         if template is not None:
             template = template.cuda() if torch.cuda.is_available() else template
-            if train_config(cfg, skip, seed).channels_last:  # the trainer's layout: the same rounding everywhere
-                template = template.to(memory_format=torch.channels_last)
+            # the trainer's layout: the same rounding on every rank
+            template = in_training_layout(template, train_config(cfg, model_name(cfg, skip), {"width": cfg.width},
+                                                                 seed, len(train_split(cfg))))
         model = _broadcast_model(model, i % world, template).eval()
         out[(seed, skip)] = (model, seconds)
     return out
@@ -226,7 +227,7 @@ def _run(cfg: Config, progress: Progress | None, rank: int, world: int) -> Resul
     hx = axis(cfg.hessian_grid, cfg.span) if cfg.hessian_grid else []
     out = []
     for done, (seed, skip) in enumerate(jobs):
-        what = f"{SKIP_PREFIX[skip]}{cfg.depth}, seed {seed}"
+        what = f"{model_name(cfg, skip)}, seed {seed}"
         model, seconds = nets[(seed, skip)]
         device = next(model.parameters()).device
         # the same noise for both twins (their parameters have the same names and shapes), each normalised
@@ -306,7 +307,7 @@ def make_tables(result: Result) -> list[Table]:
         loss = np.asarray(n.loss)
         c = loss.shape[0] // 2, loss.shape[1] // 2
         ratio = n.ratio if n.lambda_min else np.array([math.nan])
-        rows.append([f"{SKIP_PREFIX[n.skip]}{result.config.depth}", n.seed, float(loss[c]),
+        rows.append([model_name(result.config, n.skip), n.seed, float(loss[c]),
                      100 * (1 - float(np.asarray(n.acc)[c])), float(np.nanmax(loss)), 100 * n.convex_all,
                      100 * n.convex_inner, float(np.mean(ratio)), float(np.max(ratio)), n.points_per_s])
     columns = ["net", "seed", "loss at minimum", "train error at minimum %", "max loss on grid", "convex % (grid)",

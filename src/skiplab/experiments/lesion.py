@@ -9,12 +9,11 @@ layer of a plain (VGG) net drops it to chance.  The reason: an ``n``-block resid
 ``C(n, k)`` of length ``k``; a lesion deletes half of them and leaves the rest working, and the gradient comes
 mostly from the short ones (their Fig. 6).
 
-This module also holds :class:`NetTraining` and :func:`trained_net`, the training settings and helper the
-landscape and feature-map experiments share.
+This module also holds :class:`NetTraining` and :func:`trained_net` (a residual net or its plain twin trained
+by the shared :mod:`~skiplab.experiments.training_runs`), which the landscape and feature-map experiments use.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,125 +27,42 @@ from skiplab.analysis.lesion import blocks_of, effective_path_contribution, is_d
     path_length_distribution, random_lesion_errors, single_lesion_errors, top1_error
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress, \
     seed_list, torch_threads
+from skiplab.experiments.training_runs import Recipe, data_options, train_net
 
 SKIP_PREFIX = {"residual": "resnet", "none": "plain"}
 MIN_GAP = 0.2  # a net whose error is not this far below chance did not learn enough to lesion meaningfully
-SCHEDULES = ("step", "onecycle")
 
 
 # ----------------------------------------------------------------------------- training shared by part 2
 
 @dataclass
-class NetTraining:
-    """How the CIFAR ResNet (``resnet{depth}``) and its plain twin (``plain{depth}``) are trained.
-
-    Defaults follow He et al. 2015 §4.2: SGD, batch 128, lr 0.1 divided by 10 at 32k and 48k of 64k steps
-    (``schedule="step"``: at 50% and 75% of ``steps``), momentum 0.9, weight decay 1e-4, 4-pixel pad-and-crop
-    and horizontal flips.  ``schedule="onecycle"`` warms up over the first 15% of the steps, then anneals to
-    zero (short demo runs).  ``data`` is any skiplab dataset; ``data_dir=""`` means the default location
-    (``$SKIPLAB_DATA``).  ``image_size``, ``n_train`` and ``n_test`` (0: the dataset's default) apply to the
-    generated datasets only.  ``threads`` > 0 sets torch's intra-op threads for the run (0: leave it).
-    """
+class NetTraining(Recipe):
+    """How the CIFAR ResNet (``resnet{depth}``) and its plain twin (``plain{depth}``) are trained: a
+    :class:`~skiplab.experiments.training_runs.Recipe` (He et al. 2015 §4.2 by default) plus the net's depth and
+    width.  Nets are trained (and cached per process) by :func:`~skiplab.experiments.training_runs.train_net`."""
 
     depth: int = 110
     width: float = 1.0
-    data: str = "synthetic"
-    data_dir: str = ""
-    image_size: int = 0
-    n_train: int = 0
-    n_test: int = 0
-    steps: int = 64000
-    batch_size: int = 128
-    lr: float = 0.1
-    weight_decay: float = 1e-4
-    schedule: str = "step"
-    crop_padding: int = 4
-    flip: bool = True
-    n_seeds: int = 1
-    first_seed: int = 0
-    threads: int = 0
 
     def validate_training(self) -> None:
         from skiplab.models.cifar import CIFAR_DEPTHS
 
+        self.validate_recipe()
         if self.depth not in CIFAR_DEPTHS:
             raise ValueError(f"depth must be one of the registered CIFAR depths {CIFAR_DEPTHS} (resnet<depth> and "
                              f"plain<depth>); got {self.depth!r}")
-        for name in ("steps", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer; got {v!r}")
-        for name in ("image_size", "n_train", "n_test", "crop_padding", "threads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer (0: default); got {v!r}")
-        for name in ("width", "lr"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{name} must be a positive number; got {v!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}; got {self.schedule!r}")
-        if not isinstance(self.data, str) or not self.data:
-            raise ValueError(f"data must be a dataset name (e.g. 'synthetic', 'cifar10', 'mnist'); got {self.data!r}")
-        seed_list(self.n_seeds, self.first_seed)
+        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
+            raise ValueError(f"width must be a positive number; got {self.width!r}")
 
 
-def data_options(cfg: NetTraining) -> dict[str, Any]:
-    """Options for :func:`skiplab.data.load_dataset`: sizes for the generated datasets, nothing for files."""
-    if not cfg.data.startswith("synthetic"):
-        return {}
-    opts = {"image_size": cfg.image_size, "n_train": cfg.n_train, "n_test": cfg.n_test}
-    return {k: v for k, v in opts.items() if v}
-
-
-def train_config(cfg: NetTraining, skip: str, seed: int) -> Any:
-    """The :class:`skiplab.train.TrainConfig` that trains the ``skip`` twin ("residual" or "none") for ``seed``."""
-    from skiplab.train import TrainConfig
-
-    schedule = dict(schedule="step", milestones=(0.5 * cfg.steps, 0.75 * cfg.steps), gamma=0.1) \
-        if cfg.schedule == "step" else dict(schedule="onecycle", warmup=max(1.0, round(0.15 * cfg.steps)))
-    return TrainConfig(
-        model=f"{SKIP_PREFIX[skip]}{cfg.depth}", model_kwargs={"width": cfg.width}, data=cfg.data,
-        data_dir=cfg.data_dir or None, data_options=data_options(cfg), max_steps=cfg.steps, epochs=None,
-        batch_size=cfg.batch_size, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, schedule_unit="steps",
-        crop_padding=cfg.crop_padding, flip=cfg.flip, test_split=None, eval_every=0, progress="none", out=None,
-        seed=seed, **schedule)
-
-
-# Trained weights by TrainConfig, so experiments in one process (`skiplab demo`) that ask for the same net train
-# it once.  Training is deterministic from the config (seeded, single process), so a hit returns what a new run
-# would.  Only single-process runs are cached: under torchrun the loop trains data-parallel.
-_TRAINED: dict[str, tuple[str, dict[str, Any], dict[str, torch.Tensor], float]] = {}
+def model_name(cfg: NetTraining, skip: str) -> str:
+    return f"{SKIP_PREFIX[skip]}{cfg.depth}"
 
 
 def trained_net(cfg: NetTraining, skip: str, seed: int) -> tuple[nn.Module, float]:
     """``(model in eval mode, training seconds)`` for the ``skip`` twin trained as ``cfg`` says with ``seed``."""
-    import os
-
-    from skiplab.registry import create_model
-    from skiplab.train import train
-
-    tc = train_config(cfg, skip, seed)
-    key = json.dumps(tc.to_dict(), sort_keys=True)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if key in _TRAINED and not distributed:
-        name, kwargs, state, seconds = _TRAINED[key]
-        model = create_model(name, **kwargs)
-        model.load_state_dict(state)
-        model = model.to(next(iter(state.values())).device)
-        if tc.channels_last:  # the memory layout training left, so later arithmetic rounds the same way
-            model = model.to(memory_format=torch.channels_last)
-        return model.eval(), seconds
-    t0 = time.perf_counter()
-    result = train(tc)
-    seconds = time.perf_counter() - t0
-    model = result.model.eval()
-    if not distributed:
-        _TRAINED[key] = (model.model_name, dict(model.model_kwargs),
-                         {k: v.detach().clone() for k, v in model.state_dict().items()}, seconds)
-    return model, seconds
+    run, model = train_net(cfg, model_name(cfg, skip), {"width": cfg.width}, seed)
+    return model, run.train_time_s
 
 
 def eval_tensors(cfg: NetTraining, split: str, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,6 +119,7 @@ class Config(NetTraining):
 QUICK_TRAINING: dict[str, Any] = dict(
     depth=32, width=0.5, data="synthetic_digits", image_size=16, n_train=2000, n_test=500, steps=160, batch_size=64,
     lr=0.1, weight_decay=5e-4, schedule="onecycle", crop_padding=2, flip=False, n_seeds=1, threads=1,
+    eval_points=1, n_train_eval=500,
 )
 
 
@@ -251,11 +168,11 @@ def _run(cfg: Config, progress: Progress | None) -> Result:
     total, done, nets = 2 * len(seeds), 0, []
     for seed in seeds:
         for skip in ("residual", "none"):
-            report_progress(progress, done, total, f"{SKIP_PREFIX[skip]}{cfg.depth}, seed {seed}: training")
+            report_progress(progress, done, total, f"{model_name(cfg, skip)}, seed {seed}: training")
             model, seconds = trained_net(cfg, skip, seed)
             device = next(model.parameters()).device
             xd, yd = x.to(device), y.to(device)
-            report_progress(progress, done, total, f"{SKIP_PREFIX[skip]}{cfg.depth}, seed {seed}: lesions")
+            report_progress(progress, done, total, f"{model_name(cfg, skip)}, seed {seed}: lesions")
             blocks = blocks_of(model)
             n_removable = sum(b.can_lesion() for b in blocks)
             ks = list(range(1, n_removable + 1))
@@ -360,7 +277,7 @@ def make_tables(result: Result) -> list[Table]:
     for n in result.nets:
         single = np.asarray(n.single, dtype=float)
         down = np.asarray(n.downsampling)
-        rows.append([f"{SKIP_PREFIX[n.skip]}{result.config.depth}", n.seed, 100 * n.base_error,
+        rows.append([model_name(result.config, n.skip), n.seed, 100 * n.base_error,
                      100 * float(np.nanmedian(single[~down])) if (~down).any() else float("nan"),
                      100 * float(np.nanmax(single)), 100 * float(np.mean(n.random[0])),
                      100 * float(np.mean(n.random[len(n.random) // 2])), 100 * float(np.mean(n.random[-1])),

@@ -139,7 +139,7 @@ def data_options(recipe: Recipe) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if v}
 
 
-def _train_split(recipe: Recipe) -> Any:
+def train_split(recipe: Recipe) -> Any:
     from skiplab.data import load_dataset
 
     return load_dataset(recipe.data, "train", data_dir=recipe.data_dir or None, **data_options(recipe))
@@ -159,7 +159,7 @@ def eval_loaders(recipe: Recipe, device: torch.device | str = "cpu") -> tuple[An
     :func:`train_eval_subset` and the test split, in order, without augmentation."""
     from skiplab.data import BatchLoader, load_dataset
 
-    train_ds = train_eval_subset(_train_split(recipe), recipe.n_train_eval)
+    train_ds = train_eval_subset(train_split(recipe), recipe.n_train_eval)
     test_ds = load_dataset(recipe.data, "test", data_dir=recipe.data_dir or None, **data_options(recipe))
     return (BatchLoader(train_ds, 500, shuffle=False, device=device),
             BatchLoader(test_ds, 500, shuffle=False, device=device))
@@ -209,6 +209,17 @@ def build(model: str, model_kwargs: dict[str, Any]) -> nn.Module:
     return create_model(model, **model_kwargs)
 
 
+def in_training_layout(net: nn.Module, tc: Any) -> nn.Module:
+    """``net`` in the memory layout :func:`skiplab.train.train` gives it under ``tc`` (channels_last unless the
+    config or this torch build's CPU backward rules it out), so a rebuilt copy rounds exactly like the trained net."""
+    from skiplab.speed import channels_last_hazard
+
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    if tc.channels_last and channels_last_hazard(net, device) is None:
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
 # ------------------------------------------------------------------------------------------------- the cache
 _CACHE: dict[str, tuple[Run, dict[str, torch.Tensor]]] = {}
 
@@ -231,7 +242,7 @@ def train_net(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed: in
     from skiplab.registry import list_models
     from skiplab.train import evaluate, train
 
-    train_ds = _train_split(recipe)
+    train_ds = train_split(recipe)
     tc = train_config(recipe, model, model_kwargs, seed, len(train_ds))
     key = json.dumps({"train": tc.to_dict(), "n_train_eval": recipe.n_train_eval}, sort_keys=True, default=str)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -239,8 +250,8 @@ def train_net(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed: in
         run, state = _CACHE[key]
         net = build(run.model, run.model_kwargs)
         net.load_state_dict(state)
-        device = next(iter(state.values())).device
-        return dataclasses.replace(run, label=label or run.label), net.to(device).eval()
+        net = in_training_layout(net.to(next(iter(state.values())).device), tc)
+        return dataclasses.replace(run, label=label or run.label), net.eval()
 
     t0 = time.perf_counter()
     if model not in LOCAL_BUILDERS and model not in list_models():
