@@ -226,3 +226,17 @@ def test_cli_runs_an_experiment_with_overrides(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "deg" / "result.json").read_text())
     assert saved["config"]["depths"] == [20, 32] and len(saved["runs"]) == 4
     assert (tmp_path / "deg" / "curves.png").stat().st_size > 1000
+
+
+def test_stochastic_depth_time_claim_follows_the_epoch_times() -> None:
+    s = stochastic_depth.Config()
+    names = stochastic_depth.labels(s)
+    for t, held in ((0.75, True), (0.95, False)):
+        runs = [_run(names["constant"], 0.0, 0.05), dataclasses.replace(_run(names["stochastic"], 0.0, 0.05),
+                                                                          epoch_time_s=t)]
+        claims = {c.key: c for c in stochastic_depth.check_claims(stochastic_depth.Result(s, runs, [], []))}
+        assert claims["stochastic_depth_trains_faster"].held is held
+        assert "expected share of blocks run 75%" in claims["stochastic_depth_trains_faster"].evidence
+    row = stochastic_depth.Config(drop_mode="row")
+    assert "stochastic_depth_trains_faster" not in {
+        c.key for c in stochastic_depth.check_claims(stochastic_depth.Result(row, runs, [], []))}

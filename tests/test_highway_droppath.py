@@ -142,3 +142,47 @@ def test_linear_decay_rule() -> None:
         linear_decay(0.5, 0)
     with pytest.raises(ValueError, match="p_last"):
         linear_decay(1.0, 3)
+
+
+def test_batch_mode_blocks_skip_the_dropped_branch_computation() -> None:
+    """The paper's stochastic depth: a block dropped for the batch does not run its branch at all (the source of
+    Huang et al.'s ~25% training-time saving); a kept branch is rescaled by 1/(1-p); eval mode runs every branch."""
+    from skiplab import create_model
+    from skiplab.blocks.base import skip_blocks
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", width=0.25, drop_path_rate=0.5, drop_path_mode="batch")
+    blocks = skip_blocks(model)
+    assert all(b.drop_path.mode == "batch" for b in blocks)
+    calls = {i: 0 for i in range(len(blocks))}
+    for i, b in enumerate(blocks):
+        b.branch.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    x = torch.randn(4, 3, 16, 16)
+    n = 200
+    for _ in range(n):
+        model(x).sum().backward()  # a dropped branch gets no gradient and no forward
+    ran = [calls[i] / n for i in range(len(blocks))]
+    expected = [1 - b.drop_path.p for b in blocks]
+    assert all(abs(r - e) < 0.12 for r, e in zip(ran, expected)), (ran, expected)
+    assert sum(ran) < 0.85 * len(blocks)  # ~25% of the branch computation skipped with p_L = 0.5 (linear decay)
+    model.eval()
+    before = dict(calls)
+    model(x)
+    assert all(calls[i] == before[i] + 1 for i in calls)
+
+
+def test_batch_mode_kept_branch_is_rescaled_and_row_mode_unchanged() -> None:
+    from skiplab.layers.drop_path import set_drop_path_mode
+
+    dp = DropPath(0.25, mode="batch").train()
+    x = torch.ones(3, 2)
+    torch.manual_seed(1)
+    outcomes = {dp.drops_whole_branch() for _ in range(50)}
+    assert outcomes == {True, False}
+    while dp.drops_whole_branch():
+        pass
+    assert torch.allclose(dp(x), x / 0.75)  # kept: rescaled, no second draw
+    assert DropPath(0.25, mode="row").train().drops_whole_branch() is False
+    assert DropPath(0.25, mode="batch").eval().drops_whole_branch() is False
+    with pytest.raises(ValueError, match="drop_path_mode must be one of"):
+        set_drop_path_mode(nn.Sequential(), "layer")

@@ -53,8 +53,10 @@ CALLER_GROUP_SCRIPT = """
 import torch, torch.distributed as dist
 from skiplab.train import TrainConfig, train
 dist.init_process_group("gloo")
-r = train(TrainConfig(model="resnet20", model_kwargs={"width": 0.25, "norm": "none"}, data="synthetic",
-                      data_options={"n_train": 64, "n_test": 16, "image_size": 8}, epochs=1, batch_size=32,
+# batch-mode stochastic depth: a dropped block's parameters sit out a step (DDP must allow unused parameters)
+r = train(TrainConfig(model="resnet20", model_kwargs={"width": 0.25, "norm": "none", "drop_path_rate": 0.5,
+                                                      "drop_path_mode": "batch"}, data="synthetic",
+                      data_options={"n_train": 128, "n_test": 16, "image_size": 8}, epochs=2, batch_size=32,
                       num_threads=1, progress="none"))
 assert dist.is_initialized(), "train() destroyed the caller's process group"
 t = torch.ones(1)

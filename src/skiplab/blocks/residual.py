@@ -44,8 +44,9 @@ class ResidualUnit(SkipBlock):
     unless the unit shares a pre-activation between both paths) and ``self.post`` (the activation after the
     merge), then call :meth:`_make_skip`.
 
-    ``drop_path`` > 0 drops the branch of whole samples during training (stochastic depth, Huang et al. 2016,
-    :class:`~skiplab.layers.drop_path.DropPath`); a plain unit has nothing to fall back on, so it refuses it.
+    ``drop_path`` > 0 drops the branch during training (stochastic depth, Huang et al. 2016,
+    :class:`~skiplab.layers.drop_path.DropPath`): per sample by default, or for the whole batch in "batch" mode,
+    where a dropped branch is not computed at all; a plain unit has nothing to fall back on, so it refuses it.
 
     Lesioning (``branch_enabled = False``, Veit et al. 2016) removes the branch: a residual/highway unit
     returns its skip path ``post(shortcut(preact(x)))`` — for the identity shortcut and a non-negative input
@@ -78,11 +79,12 @@ class ResidualUnit(SkipBlock):
         )
         if drop_path and self.skip == "none":
             raise ValueError(f"drop_path needs a skip to fall back on; got drop_path={drop_path} with skip='none'")
-        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+        self.drop_path = DropPath(drop_path)  # the identity at p = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.branch_enabled:
-            # F = 0.  A plain unit's shortcut slot is nn.Identity, or NoShortcut (raises) where shapes change.
+        if not self.branch_enabled or self.drop_path.drops_whole_branch():
+            # F = 0: lesioned, or dropped for this whole batch by stochastic depth (so not computed at all).
+            # A plain unit's shortcut slot is nn.Identity, or NoShortcut (raises) where shapes change.
             return self.shortcut(x) if self.skip == "none" else self.post(self.shortcut(self.preact(x)))
         x = self.preact(x)  # N, C_in, H, W (identity unless this unit shares its pre-activation)
         shortcut = self.shortcut(x) if self.has_skip else None  # N, C_out, H/s, W/s — the skip

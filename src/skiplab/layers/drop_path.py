@@ -56,12 +56,38 @@ class DropPath(nn.Module):
             raise ValueError(f"mode must be one of {', '.join(map(repr, DROP_MODES))}; got {mode!r}")
         self.p = check_drop_prob(p)
         self.mode = mode
+        self._kept = False  # drops_whole_branch() drew "keep" for the forward pass now under way
+
+    def drops_whole_branch(self) -> bool:
+        """Batch mode, training: draw this forward pass's fate once, before the branch runs.  True means the
+        whole branch is dropped and its owner skips computing it (the paper's ~25% time saving); False means it
+        survives, and the following ``forward`` only rescales it.  Always False in row mode or eval mode.
+        The draw uses the global CPU generator (no device sync; the same stream on every DDP rank)."""
+        if not (self.training and self.mode == "batch" and self.p > 0.0):
+            return False
+        dropped = bool(torch.rand(()) < self.p)
+        self._kept = not dropped
+        return dropped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._kept:  # the owner already drew "keep" for this pass
+            self._kept = False
+            return x / (1.0 - self.p)
         return drop_path(x, self.p, training=self.training, mode=self.mode)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode!r}"
+
+
+def set_drop_path_mode(model: nn.Module, mode: str) -> nn.Module:
+    """Set every :class:`DropPath` in ``model`` to ``mode`` ("row": per sample, masked; "batch": the whole
+    batch at once, as Huang et al. — blocks then skip a dropped branch's computation).  Returns ``model``."""
+    if mode not in DROP_MODES:
+        raise ValueError(f"drop_path_mode must be one of {', '.join(map(repr, DROP_MODES))}; got {mode!r}")
+    for m in model.modules():
+        if isinstance(m, DropPath):
+            m.mode = mode
+    return model
 
 
 def linear_decay(p_last: float, num_blocks: int) -> list[float]:

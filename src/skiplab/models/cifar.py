@@ -44,11 +44,13 @@ class CifarResNet(SkipNet):
         width: multiplies the 16/32/64 channel counts.
         zero_init_residual: zero each block's last BN scale so every block starts as the identity.
         drop_path_rate: stochastic depth (Huang et al. 2016 use 0.5 on ResNet-110), linear decay over blocks.
+        drop_path_mode: "row" (per sample) or "batch" (whole batch, the paper's; dropped branches not computed).
     """
 
     def __init__(self, depth: int, *, num_classes: int = 10, in_channels: int = 3, skip: str = "residual",
                  shortcut: str = "A", width: float = 1.0, zero_init_residual: bool = False,
-                 drop_path_rate: float = 0.0, norm: str = "batch", act: str = "relu") -> None:
+                 drop_path_rate: float = 0.0, drop_path_mode: str = "row", norm: str = "batch",
+                 act: str = "relu") -> None:
         super().__init__()
         n = blocks_per_stage(depth)
         check_positive("num_classes", num_classes)
@@ -63,7 +65,7 @@ class CifarResNet(SkipNet):
             act=get_act(act),
         ))
         self.stages = resnet_stages(BasicBlock, (n, n, n), channels, channels[0], skip=skip, shortcut=shortcut,
-                                    norm=norm, act=act, drop_path_rate=drop_path_rate)
+                                    norm=norm, act=act, drop_path_rate=drop_path_rate, drop_path_mode=drop_path_mode)
         self.num_features = channels[-1]
         self.head = nn.Sequential(OrderedDict(
             pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1), fc=nn.Linear(self.num_features, num_classes)
@@ -88,7 +90,8 @@ def _register_cifar() -> None:
                 fixed_skip=skip != "residual", family="cifar_resnet", input_size=(3, 32, 32),
                 paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
                 doc=f"{what}-{depth} for CIFAR (He et al. 2015 section 4.2, {(depth - 2) // 6} blocks per stage). "
-                    "kwargs: num_classes, in_channels, skip, shortcut, width, zero_init_residual, drop_path_rate.",
+                    "kwargs: num_classes, in_channels, skip, shortcut, width, zero_init_residual, drop_path_rate, "
+                    "drop_path_mode.",
             )
 
 

@@ -50,12 +50,14 @@ class PreActResNet(SkipNet):
         stride_in_1x1: bottleneck stride on the first 1x1 (the authors' code, default) or on the 3x3.
         width: multiplies every channel count.  zero_init_residual: start every unit as the identity.
         drop_path_rate: stochastic depth, the last unit's drop probability (linear decay before it).
+        drop_path_mode: "row" (per sample) or "batch" (whole batch; dropped branches are not computed).
     """
 
     def __init__(self, depth: int, *, unit: str = "bottleneck", ordering: str = "full_preact",
                  num_classes: int = 10, in_channels: int = 3, skip: str = "residual", shortcut: str = "B",
                  stride_in_1x1: bool = True, width: float = 1.0, zero_init_residual: bool = False,
-                 drop_path_rate: float = 0.0, norm: str = "batch", act: str = "relu") -> None:
+                 drop_path_rate: float = 0.0, drop_path_mode: str = "row", norm: str = "batch",
+                 act: str = "relu") -> None:
         super().__init__()
         if unit not in UNITS:
             raise ValueError(f"unit must be one of {', '.join(map(repr, UNITS))}; got {unit!r}")
@@ -82,7 +84,7 @@ class PreActResNet(SkipNet):
             stem["act"] = get_act(act)
         self.stem = nn.Sequential(stem)
         self.stages = resnet_stages(block, (n, n, n), out_channels, stem_channels, drop_path_rate=drop_path_rate,
-                                    **block_kwargs)
+                                    drop_path_mode=drop_path_mode, **block_kwargs)
         self.num_features = out_channels[-1]
         head: OrderedDict[str, nn.Module] = OrderedDict()
         if ordering == "full_preact":  # the last unit's sum is not normalised yet
@@ -112,7 +114,7 @@ def _register_preact() -> None:
                 paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
                 doc=f"{what}-{depth} for CIFAR (He et al. 2016; bottleneck units, {(depth - 2) // 9} per stage). "
                     "kwargs: ordering, num_classes, in_channels, skip, shortcut, stride_in_1x1, width, "
-                    "zero_init_residual, drop_path_rate.",
+                    "zero_init_residual, drop_path_rate, drop_path_mode.",
             )
 
 

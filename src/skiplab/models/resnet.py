@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from skiplab.blocks.base import zero_init_last
 from skiplab.blocks.residual import BasicBlock, Bottleneck, make_stage
-from skiplab.layers.drop_path import check_drop_prob, linear_decay
+from skiplab.layers.drop_path import check_drop_prob, linear_decay, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive, get_act, get_norm2d
 from skiplab.models.base import SkipNet
 from skiplab.registry import register_model
@@ -54,12 +54,13 @@ def check_width(width: float) -> float:
 
 def resnet_stages(block: Callable[..., nn.Module], depths: tuple[int, ...] | list[int],
                   out_channels: list[int], in_channels: int, *, mid_channels: list[int] | None = None,
-                  drop_path_rate: float = 0.0, **block_kwargs: Any) -> nn.ModuleList:
+                  drop_path_rate: float = 0.0, drop_path_mode: str = "row", **block_kwargs: Any) -> nn.ModuleList:
     """One stage per entry of ``depths``: the first stage keeps the resolution, each later one halves it
     (stride 2 on its first block) while mapping to ``out_channels[i]``.
 
     ``drop_path_rate`` > 0 turns on stochastic depth (Huang et al. 2016) with the paper's linear decay: block
-    ``l`` of ``L`` drops its branch with probability ``l / L * drop_path_rate``."""
+    ``l`` of ``L`` drops its branch with probability ``l / L * drop_path_rate``, per sample (``drop_path_mode``
+    "row") or for the whole batch ("batch", the paper's form, where a dropped branch is not computed)."""
     rates = linear_decay(check_drop_prob(drop_path_rate, "drop_path_rate"), sum(depths)) if drop_path_rate else None
     stages, first = [], 0
     for i, (n, out) in enumerate(zip(depths, out_channels)):
@@ -68,7 +69,7 @@ def resnet_stages(block: Callable[..., nn.Module], depths: tuple[int, ...] | lis
             extra["drop_path_rates"] = rates[first : first + n]
         stages.append(make_stage(block, in_channels, out, n, 1 if i == 0 else 2, **block_kwargs, **extra))
         in_channels, first = out, first + n
-    return nn.ModuleList(stages)
+    return set_drop_path_mode(nn.ModuleList(stages), drop_path_mode)
 
 
 def init_resnet_weights(model: nn.Module) -> None:
@@ -181,12 +182,14 @@ class ResNet(SkipNet):
         width: multiplies every channel count.  base_width: bottleneck inner width per 64 (128 -> wide ResNet).
         zero_init_residual: zero each block's last BN scale so every block starts as the identity.
         drop_path_rate: stochastic depth, the last block's drop probability (linear decay before it).
+        drop_path_mode: "row" (per sample) or "batch" (whole batch; dropped branches are not computed).
     """
 
     def __init__(self, block: type[nn.Module], depths: tuple[int, ...], *, num_classes: int = 1000,
                  in_channels: int = 3, skip: str = "residual", shortcut: str = "B", stride_in_1x1: bool = False,
                  width: float = 1.0, base_width: int = 64, zero_init_residual: bool = False,
-                 drop_path_rate: float = 0.0, norm: str = "batch", act: str = "relu") -> None:
+                 drop_path_rate: float = 0.0, drop_path_mode: str = "row", norm: str = "batch",
+                 act: str = "relu") -> None:
         super().__init__()
         check_positive("num_classes", num_classes)
         self.in_channels = check_positive("in_channels", in_channels)
@@ -211,7 +214,7 @@ class ResNet(SkipNet):
             pool=nn.MaxPool2d(3, stride=2, padding=1),
         ))
         self.stages = resnet_stages(block, depths, out_channels, stem_channels, mid_channels=mid_channels,
-                                    drop_path_rate=drop_path_rate, **block_kwargs)
+                                    drop_path_rate=drop_path_rate, drop_path_mode=drop_path_mode, **block_kwargs)
         self.num_features = out_channels[-1]
         self.head = nn.Sequential(OrderedDict(
             pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1), fc=nn.Linear(self.num_features, num_classes)
@@ -258,7 +261,8 @@ def _register_imagenet() -> None:
                 family="resnet", input_size=(3, 224, 224),
                 paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
                 doc=f"{what}-{depth} for ImageNet (He et al. 2015). kwargs: num_classes, in_channels, "
-                    "skip, shortcut, stride_in_1x1, width, base_width, zero_init_residual, drop_path_rate.",
+                    "skip, shortcut, stride_in_1x1, width, base_width, zero_init_residual, drop_path_rate, "
+                    "drop_path_mode.",
             )
 
 

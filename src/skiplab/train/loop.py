@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from skiplab.io import build_manifest, write_json
+from skiplab.layers.drop_path import DropPath
 from skiplab.speed import channels_last_hazard, tune_malloc
 from skiplab.train import distributed as dist_
 from skiplab.train.checkpoint import load_checkpoint, load_model_state, remove_stale_temps, save_checkpoint
@@ -373,7 +374,10 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     fwd: nn.Module = model
     if info.enabled:
-        fwd = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # batch-mode stochastic depth leaves a dropped block's parameters out of that step's graph
+        skips = any(isinstance(m, DropPath) and m.mode == "batch" and m.p > 0 for m in model.modules())
+        fwd = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  find_unused_parameters=skips)
     if cfg.compile:
         fwd = torch.compile(fwd)
 
