@@ -12,13 +12,13 @@ Measured here: training and test error against iterations for every net, and the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress
-from skiplab.experiments.training_runs import QUICK_RECIPE, Recipe, Run, by_label, epoch_progress, mean_of, pct, \
-    train_net
+from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment
+from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, Run, by_label, mean_of, pct, \
+    train_jobs
 
 # He et al. 2015, Table 6: CIFAR-10 test error (%) of the ResNets (110: best of 5 runs; mean 6.61 ± 0.16).
 PAPER_RESNET_TEST_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
@@ -59,34 +59,18 @@ class Config(Recipe):
             if d not in CIFAR_DEPTHS:
                 raise ValueError(f"depths: there is no registered plain{d}/resnet{d}; the CIFAR depths are "
                                  f"{', '.join(map(str, CIFAR_DEPTHS))}; got {self.depths!r}")
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
-            raise ValueError(f"width must be a positive number; got {self.width!r}")
-        if not 0 <= self.margin < 1:
-            raise ValueError(f"margin must be a fraction in [0, 1); got {self.margin!r}")
+        self.check_width_and_margin()
 
 
 @dataclass
-class Result:
+class Result(ComparisonResult):
     config: Config
-    runs: list[Run]
-    claims: list[Claim]
-    tables: list[Table]
-    notes: list[str] = field(default_factory=list)
-    wall_time_s: float = 0.0
 
 
 def run(cfg: Config, progress: Progress | None = None) -> Result:
     t0 = time.perf_counter()
-    seeds = cfg.seeds()
-    jobs = [(skip, depth, seed) for depth in sorted(cfg.depths) for skip in SKIPS for seed in seeds]
-    runs = []
-    for i, (skip, depth, seed) in enumerate(jobs):
-        name = label(skip, depth)
-        report_progress(progress, i, len(jobs), f"training {name}, seed {seed}")
-        r, _ = train_net(cfg, model_name(skip, depth), {"width": cfg.width}, seed, label=name,
-                         on_epoch=epoch_progress(progress, i, len(jobs), f"training {name}, seed {seed}"))
-        runs.append(r)
-    report_progress(progress, len(jobs), len(jobs), "done")
+    runs = train_jobs(cfg, [(label(skip, depth), model_name(skip, depth), {"width": cfg.width}, seed)
+                            for depth in sorted(cfg.depths) for skip in SKIPS for seed in cfg.seeds()], progress)
     result = Result(cfg, runs, [], [])
     result.claims = check_claims(result)
     result.tables = make_tables(result)

@@ -126,10 +126,7 @@ class Config(Recipe):
                                  f"got {getattr(self, name)!r}")
         if not self.deep > self.shallow:
             raise ValueError(f"deep must be larger than shallow; got shallow={self.shallow}, deep={self.deep}")
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
-            raise ValueError(f"width must be a positive number; got {self.width!r}")
-        if not 0 <= self.margin < 1:
-            raise ValueError(f"margin must be a fraction in [0, 1); got {self.margin!r}")
+        self.check_width_and_margin()
 
 
 @dataclass

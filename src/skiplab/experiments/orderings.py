@@ -23,12 +23,12 @@ the registry has no name for, so they are built by ``preact_resnet(depth, unit=.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from skiplab.blocks.preact import ORDERINGS
-from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress
-from skiplab.experiments.training_runs import QUICK_RECIPE, Recipe, Run, by_label, epoch_progress, mean_of, pct, \
-    train_net
+from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment
+from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, by_label, mean_of, pct, \
+    train_jobs
 
 # He et al. 2016 Table 2: CIFAR-10 test error (%) by ordering, for ResNet-110 (basic) and ResNet-164 (bottleneck).
 PAPER_TEST_ERROR = {
@@ -69,33 +69,19 @@ class Config(Recipe):
         bad = [o for o in self.orderings if o not in ORDERINGS]
         if bad or not self.orderings or len(set(self.orderings)) != len(self.orderings):
             raise ValueError(f"orderings must be distinct names from {', '.join(ORDERINGS)}; got {self.orderings!r}")
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
-            raise ValueError(f"width must be a positive number; got {self.width!r}")
-        if not 0 <= self.margin < 1:
-            raise ValueError(f"margin must be a fraction in [0, 1); got {self.margin!r}")
+        self.check_width_and_margin()
 
 
 @dataclass
-class Result:
+class Result(ComparisonResult):
     config: Config
-    runs: list[Run]
-    claims: list[Claim]
-    tables: list[Table]
-    notes: list[str] = field(default_factory=list)
-    wall_time_s: float = 0.0
 
 
 def run(cfg: Config, progress: Progress | None = None) -> Result:
     t0 = time.perf_counter()
-    jobs = [(o, seed) for o in cfg.orderings for seed in cfg.seeds()]
-    runs = []
-    for i, (ordering, seed) in enumerate(jobs):
-        report_progress(progress, i, len(jobs), f"training {NAMES[ordering]}, seed {seed}")
-        kwargs = {"depth": cfg.depth, "unit": cfg.unit, "ordering": ordering, "width": cfg.width}
-        r, _ = train_net(cfg, "preact_resnet", kwargs, seed, label=NAMES[ordering],
-                         on_epoch=epoch_progress(progress, i, len(jobs), f"training {NAMES[ordering]}, seed {seed}"))
-        runs.append(r)
-    report_progress(progress, len(jobs), len(jobs), "done")
+    runs = train_jobs(cfg, [(NAMES[o], "preact_resnet", {"depth": cfg.depth, "unit": cfg.unit, "ordering": o,
+                                                        "width": cfg.width}, seed)
+                            for o in cfg.orderings for seed in cfg.seeds()], progress)
     result = Result(cfg, runs, [], [])
     result.claims = check_claims(result)
     result.tables = make_tables(result)

@@ -12,13 +12,13 @@ sample, masked — the modern form) is the alternative, with no saving.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress
-from skiplab.experiments.training_runs import QUICK_RECIPE, Recipe, Run, by_label, epoch_progress, mean_of, pct, \
-    train_net
+from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment
+from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, Run, by_label, mean_of, pct, \
+    train_jobs
 
 PAPER_TEST_ERROR = {"constant": 6.41, "stochastic": 5.25}  # CIFAR-10, ResNet-110, Huang et al. 2016 Table 1
 
@@ -47,8 +47,7 @@ class Config(Recipe):
         if self.depth not in CIFAR_DEPTHS:
             raise ValueError(f"depth must be a registered CIFAR depth ({', '.join(map(str, CIFAR_DEPTHS))}); "
                              f"got {self.depth!r}")
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
-            raise ValueError(f"width must be a positive number; got {self.width!r}")
+        self.check_width_and_margin()
         if not 0 < self.p_last < 1:
             raise ValueError(f"p_last must be in (0, 1) (the last block's drop probability); got {self.p_last!r}")
         if self.drop_mode not in ("batch", "row"):
@@ -58,13 +57,8 @@ class Config(Recipe):
 
 
 @dataclass
-class Result:
+class Result(ComparisonResult):
     config: Config
-    runs: list[Run]
-    claims: list[Claim]
-    tables: list[Table]
-    notes: list[str] = field(default_factory=list)
-    wall_time_s: float = 0.0
 
 
 def labels(cfg: Config) -> dict[str, str]:
@@ -75,16 +69,10 @@ def labels(cfg: Config) -> dict[str, str]:
 def run(cfg: Config, progress: Progress | None = None) -> Result:
     t0 = time.perf_counter()
     names = labels(cfg)
-    jobs = [(kind, seed) for kind in ("constant", "stochastic") for seed in cfg.seeds()]
-    runs = []
-    for i, (kind, seed) in enumerate(jobs):
-        report_progress(progress, i, len(jobs), f"training {names[kind]}, seed {seed}")
-        kwargs = {"width": cfg.width} | (
-            {"drop_path_rate": cfg.p_last, "drop_path_mode": cfg.drop_mode} if kind == "stochastic" else {})
-        r, _ = train_net(cfg, f"resnet{cfg.depth}", kwargs, seed, label=names[kind],
-                         on_epoch=epoch_progress(progress, i, len(jobs), f"training {names[kind]}, seed {seed}"))
-        runs.append(r)
-    report_progress(progress, len(jobs), len(jobs), "done")
+    stochastic = {"drop_path_rate": cfg.p_last, "drop_path_mode": cfg.drop_mode}
+    runs = train_jobs(cfg, [(names[kind], f"resnet{cfg.depth}",
+                             {"width": cfg.width} | (stochastic if kind == "stochastic" else {}), seed)
+                            for kind in ("constant", "stochastic") for seed in cfg.seeds()], progress)
     result = Result(cfg, runs, [], [])
     result.claims = check_claims(result)
     result.tables = make_tables(result)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from skiplab.experiments.base import Progress, seed_list
+from skiplab.experiments.base import Claim, Progress, Table, report_progress, seed_list
 
 SCHEDULES = ("step", "onecycle")
 
@@ -94,6 +94,15 @@ class Recipe:
 
     def seeds(self) -> list[int]:
         return seed_list(self.n_seeds, self.first_seed)
+
+    def check_width_and_margin(self) -> None:
+        """The ``width`` (> 0) and ``margin`` (a fraction in [0, 1)) most comparisons carry, where present."""
+        width = getattr(self, "width", 1.0)
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+            raise ValueError(f"width must be a positive number; got {width!r}")
+        margin = getattr(self, "margin", 0.0)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+            raise ValueError(f"margin must be a fraction in [0, 1); got {margin!r}")
 
 
 # The demo recipe: 200 steps of batch 64 on 2,000 generated 16x16 digits (~6 epochs), lr 0.05 (He et al.'s 0.1 at
@@ -281,6 +290,33 @@ def train_net(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed: in
     if not distributed:
         _CACHE[key] = (run, {k: v.detach().clone() for k, v in net.state_dict().items()})
     return run, net
+
+
+@dataclass
+class ComparisonResult:
+    """What a training comparison returns: every net's :class:`Run`, the claims and tables computed from them.
+    Each experiment subclasses it to type ``config`` (so a saved result reloads into its Config)."""
+
+    config: Any
+    runs: list[Run]
+    claims: list[Claim]
+    tables: list[Table]
+    notes: list[str] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def train_jobs(recipe: Recipe, jobs: list[tuple[str, str, dict[str, Any], int]], progress: Progress | None
+               ) -> list[Run]:
+    """Train each ``(label, model, model_kwargs, seed)`` in turn with ``recipe``, reporting per net and epoch."""
+    runs = []
+    for i, (label, model, kwargs, seed) in enumerate(jobs):
+        what = f"training {label}, seed {seed}"
+        report_progress(progress, i, len(jobs), what)
+        run, _ = train_net(recipe, model, kwargs, seed, label=label, on_epoch=epoch_progress(progress, i, len(jobs),
+                                                                                             what))
+        runs.append(run)
+    report_progress(progress, len(jobs), len(jobs), "done")
+    return runs
 
 
 # ---------------------------------------------------------------------------------------------- summaries

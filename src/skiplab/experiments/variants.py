@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress
-from skiplab.experiments.training_runs import QUICK_RECIPE, Recipe, Run, by_label, epoch_progress, mean_of, pct, \
-    train_net
+from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment
+from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, by_label, mean_of, pct, train_jobs
 
 MERGES = ("add", "concat", "gate")
 
@@ -79,25 +78,13 @@ class Config(Recipe):
 
 
 @dataclass
-class Result:
+class Result(ComparisonResult):
     config: Config
-    runs: list[Run]
-    claims: list[Claim]
-    tables: list[Table]
-    notes: list[str] = field(default_factory=list)
-    wall_time_s: float = 0.0
 
 
 def run(cfg: Config, progress: Progress | None = None) -> Result:
     t0 = time.perf_counter()
-    jobs = [(n, seed) for n in cfg.nets for seed in cfg.seeds()]
-    runs = []
-    for i, (net, seed) in enumerate(jobs):
-        report_progress(progress, i, len(jobs), f"training {net.label}, seed {seed}")
-        r, _ = train_net(cfg, net.model, net.kwargs, seed, label=net.label,
-                         on_epoch=epoch_progress(progress, i, len(jobs), f"training {net.label}, seed {seed}"))
-        runs.append(r)
-    report_progress(progress, len(jobs), len(jobs), "done")
+    runs = train_jobs(cfg, [(n.label, n.model, n.kwargs, seed) for n in cfg.nets for seed in cfg.seeds()], progress)
     result = Result(cfg, runs, [], [])
     result.claims = check_claims(result)
     result.tables = make_tables(result)
