@@ -240,3 +240,31 @@ def test_stochastic_depth_time_claim_follows_the_epoch_times() -> None:
     row = stochastic_depth.Config(drop_mode="row")
     assert "stochastic_depth_trains_faster" not in {
         c.key for c in stochastic_depth.check_claims(stochastic_depth.Result(row, runs, [], []))}
+
+
+@pytest.mark.filterwarnings("ignore::skiplab.data.errors.NonOfficialDataWarning")  # 16 images, not 10,000
+def test_experiments_run_on_a_cifar10_release_folder(tmp_path, monkeypatch) -> None:
+    """`--set data=cifar10 --set data_dir=...` : the comparisons and analyses train on the official format too
+    (a tiny fake release: 5 x 16 training images, 16 test images, 32x32 RGB)."""
+    import pickle
+
+    import numpy as np
+
+    from skiplab.experiments import lesion
+
+    monkeypatch.setenv("SKIPLAB_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"labels": rng.integers(0, 10, 16).tolist(), "data": rng.integers(0, 256, (16, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
+    cifar = dict(TINY, data="cifar10", data_dir=str(folder), image_size=0, n_train=0, n_test=0, crop_padding=4,
+                 flip=True)
+    clear_cache()
+    result = degradation.run(degradation.Config(**cifar, depths=(20, 32), width=0.25, warmup=0))
+    assert {r.label for r in result.runs} == {"plain-20", "plain-32", "ResNet-20", "ResNet-32"}
+    assert all(r.steps[-1] == 3 and 0 <= r.final_test_error <= 1 for r in result.runs)
+    les = lesion.run(lesion.Config(**cifar, depth=20, width=0.25, n_eval=16, draws=1, path_samples=1, path_batch=4))
+    assert les.nets and all(len(n.single) == 9 for n in les.nets)  # 9 blocks of a ResNet-20, each lesioned
