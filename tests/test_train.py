@@ -456,3 +456,26 @@ def test_train_takes_a_builder_for_an_unregistered_net():
     assert r.status == "completed" and r.step == 2
     assert seen == {"depth": 8, "unit": "basic", "width": 0.25, "num_classes": 10, "in_channels": 1} == r.model_kwargs
     assert math.isfinite(r.final["test_loss"])
+
+
+def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror():
+    from skiplab.train import evaluate
+
+    class Asym(torch.nn.Module):  # logit 0 = mean of the left half, logit 1 = mean of the right half
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))  # evaluate() reads the device from a parameter
+
+        def forward(self, x):
+            w = x.shape[-1] // 2
+            return torch.stack([x[..., :w].mean((1, 2, 3)), x[..., w:].mean((1, 2, 3))], 1)
+
+    x = torch.zeros(2, 1, 2, 4)
+    x[0, ..., :2] = 1.0  # bright left: class 0
+    x[1, ..., 2:] = 3.0  # bright right: class 1
+    y = torch.tensor([0, 1])
+    model = Asym()
+    plain_loss, plain_acc = evaluate(model, [(x, y)])
+    tta_loss, tta_acc = evaluate(model, [(x, y)], tta="flip")
+    assert plain_acc == 1.0 and tta_acc == 0.5  # mirrored logits cancel: both rows tie, argmax picks class 0
+    assert tta_loss == pytest.approx(math.log(2))

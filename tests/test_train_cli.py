@@ -69,6 +69,10 @@ def test_cli_train_then_eval(tmp_path, capsys, baseline):
     main(["eval", "--weights", str(run / "model.safetensors"), "--data", "synthetic", "--split", "train",
           "--data-options", json.dumps(DATA)])
     assert "synthetic/train (160 images)" in capsys.readouterr().out  # model name + kwargs come from the file
+    main(["eval", "--run", str(run), "--tta", "flip"])
+    assert "(test-time augmentation: flip)" in capsys.readouterr().out
+    assert "tta must be one of 'none', 'flip'; got 'rot'" in user_error(["eval", "--run", str(run), "--tta", "rot"],
+                                                                        capsys)
 
 
 def user_error(args: list[str], capsys) -> str:

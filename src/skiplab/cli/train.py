@@ -150,6 +150,7 @@ def eval_cmd(
     split: str = typer.Option("test", help="test, train, or val (a run with a validation split)."),
     batch_size: int = typer.Option(500),
     device: str = typer.Option("auto"),
+    tta: str = typer.Option("none", help="none, or flip: average the logits of each image and its mirror."),
 ) -> None:
     """Accuracy and loss of a trained model on a dataset split."""
     from skiplab.data import BatchLoader, load_dataset
@@ -193,7 +194,8 @@ def eval_cmd(
     else:
         ds = load_dataset(name, split, data_dir=ddir, **opts)
     loader = BatchLoader(ds, batch_size, shuffle=False, device=dev)
-    loss, acc = evaluate(net.to(dev), loader, dev)
-    console.print(f"{ds.name}/{split} ({len(ds)} images), {source}: accuracy {100 * acc:.2f}%  loss {loss:.4f}",
+    loss, acc = evaluate(net.to(dev), loader, dev, tta=tta)
+    how = "" if tta == "none" else f" (test-time augmentation: {tta})"
+    console.print(f"{ds.name}/{split} ({len(ds)} images), {source}: accuracy {100 * acc:.2f}%  loss {loss:.4f}{how}",
                   highlight=False)
 

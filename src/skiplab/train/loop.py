@@ -95,10 +95,17 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+TTA_MODES = ("none", "flip")
+
+
 def evaluate(model: nn.Module, loader: Any, device: torch.device | str | None = None, *,
-             amp: torch.dtype | None = None) -> tuple[float, float]:
+             amp: torch.dtype | None = None, tta: str = "none") -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` over ``loader`` (batches ``(x, y)``), in eval mode
-    and without gradients.  ``device`` is where the model runs (default: where its parameters are)."""
+    and without gradients.  ``device`` is where the model runs (default: where its parameters are).
+    ``tta="flip"``: test-time augmentation — logits averaged over each image and its mirror image (twice the
+    cost; for datasets trained with flips).  Training runs report plain accuracy; TTA is an ``eval`` option."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(map(repr, TTA_MODES))}; got {tta!r}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -109,8 +116,10 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device | str | None = 
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device, amp):
-                logits = model(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                logits = model(x).float()
+                if tta == "flip":
+                    logits = (logits + model(x.flip(-1)).float()) / 2
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
             seen += y.shape[0]
             fault_point("eval")
