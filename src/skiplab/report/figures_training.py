@@ -10,14 +10,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from skiplab.experiments.training_runs import by_label
 from skiplab.report.figures import CYCLE, OKABE_ITO, SKIP_STYLE, _band, figure
 
 MERGE_STYLE = {"add": SKIP_STYLE["residual"], "concat": (OKABE_ITO["orange"], "-.", "D"),
                "gate": SKIP_STYLE["highway"]}
-
-
-def _by_label(runs: Sequence[Any], label: str) -> list[Any]:
-    return [r for r in runs if r.label == label]
 
 
 def _curve(ax, runs: Sequence[Any], x: str, y: str, *, color: str, ls: str = "-", marker: str | None = None,
@@ -55,7 +52,7 @@ def degradation_curves(result: Any) -> Figure | None:
     axes = fig.subplots(1, 2, sharey=True)
     for ax, skip, title in zip(axes, ("none", "residual"), ("plain", "residual")):
         for d in sorted(cfg.depths):
-            runs = _by_label(result.runs, label(skip, d))
+            runs = by_label(result.runs, label(skip, d))
             _curve(ax, runs, "steps", "train_error", color=colors[d], ls="--", lw=1.1)
             _curve(ax, runs, "eval_steps", "test_error", color=colors[d], ls="-", marker="o", label=f"{d}-layer",
                    lw=2.2)
@@ -84,7 +81,7 @@ def degradation_depth(result: Any) -> Figure | None:
     for ax, attr, title in zip(axes, ("final_train_error", "final_test_error"), ("training error", "test error")):
         for skip, name in (("none", "plain"), ("residual", "ResNet")):
             color, ls, marker = SKIP_STYLE[skip]
-            vals = [[100 * getattr(r, attr) for r in _by_label(result.runs, label(skip, d))] for d in depths]
+            vals = [[100 * getattr(r, attr) for r in by_label(result.runs, label(skip, d))] for d in depths]
             ax.plot(depths, [np.median(v) if v else np.nan for v in vals], color=color, ls=ls, marker=marker,
                     label=name)
             for d, v in zip(depths, vals):
@@ -113,15 +110,15 @@ def identity_errors(result: Any) -> Figure | None:
     cons = result.constructions
     if not cons:
         return None
-    bars = [(names["shallow"], _mean(_by_label(result.runs, names["shallow"]), "final_train_error"),
-             _mean(_by_label(result.runs, names["shallow"]), "final_test_error"), OKABE_ITO["sky"]),
+    bars = [(names["shallow"], _mean(by_label(result.runs, names["shallow"]), "final_train_error"),
+             _mean(by_label(result.runs, names["shallow"]), "final_test_error"), OKABE_ITO["sky"]),
             (f"plain-{cfg.deep}\n(constructed)", _mean(cons, "train_error"), _mean(cons, "test_error"),
              OKABE_ITO["green"]),
-            (names["plain"].replace(" (", "\n("), _mean(_by_label(result.runs, names["plain"]), "final_train_error"),
-             _mean(_by_label(result.runs, names["plain"]), "final_test_error"), SKIP_STYLE["none"][0]),
+            (names["plain"].replace(" (", "\n("), _mean(by_label(result.runs, names["plain"]), "final_train_error"),
+             _mean(by_label(result.runs, names["plain"]), "final_test_error"), SKIP_STYLE["none"][0]),
             (names["residual"].replace(" (", "\n("),
-             _mean(_by_label(result.runs, names["residual"]), "final_train_error"),
-             _mean(_by_label(result.runs, names["residual"]), "final_test_error"), SKIP_STYLE["residual"][0])]
+             _mean(by_label(result.runs, names["residual"]), "final_train_error"),
+             _mean(by_label(result.runs, names["residual"]), "final_test_error"), SKIP_STYLE["residual"][0])]
     fig = Figure(figsize=(8.6, 4.2), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(bars))
@@ -153,7 +150,7 @@ def identity_curves(result: Any) -> Figure | None:
     styles = {"shallow": (OKABE_ITO["sky"], ":", None), "plain": (*SKIP_STYLE["none"][:2], None),
               "residual": (*SKIP_STYLE["residual"][:2], None)}
     for key, (color, ls, marker) in styles.items():
-        _curve(ax, _by_label(result.runs, names[key]), "steps", "train_error", color=color, ls=ls, marker=marker,
+        _curve(ax, by_label(result.runs, names[key]), "steps", "train_error", color=color, ls=ls, marker=marker,
                label=names[key])
     ax.axhline(100 * _mean(result.constructions, "train_error"), color=OKABE_ITO["green"], ls="--",
                label=f"constructed plain-{result.config.deep}")
@@ -172,7 +169,7 @@ def variants_curves(result: Any) -> Figure | None:
     fig = Figure(figsize=(10.5, 4.2), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for n in result.config.nets:
-        runs = _by_label(result.runs, n.label)
+        runs = by_label(result.runs, n.label)
         color, ls, marker = MERGE_STYLE[n.merge]
         params = f" ({runs[0].params:,} p.)" if runs else ""
         _curve(axes[0], runs, "steps", "train_error", color=color, ls=ls, label=f"{n.label}{params}")
@@ -189,16 +186,16 @@ def variants_curves(result: Any) -> Figure | None:
 @figure("variants", "cost",
         "Parameters, final test error and training time per epoch (median, this machine) of each net.")
 def variants_cost(result: Any) -> Figure | None:
-    nets = [n for n in result.config.nets if _by_label(result.runs, n.label)]
+    nets = [n for n in result.config.nets if by_label(result.runs, n.label)]
     if not nets:
         return None
     fig = Figure(figsize=(10.5, 3.6), layout="constrained")
     axes = fig.subplots(1, 3)
     colors = [MERGE_STYLE[n.merge][0] for n in nets]
     x = np.arange(len(nets))
-    values = [([_by_label(result.runs, n.label)[0].params / 1e3 for n in nets], "parameters (thousands)"),
-              ([100 * _mean(_by_label(result.runs, n.label), "final_test_error") for n in nets], "test error (%)"),
-              ([_mean(_by_label(result.runs, n.label), "epoch_time_s") for n in nets], "seconds per epoch")]
+    values = [([by_label(result.runs, n.label)[0].params / 1e3 for n in nets], "parameters (thousands)"),
+              ([100 * _mean(by_label(result.runs, n.label), "final_test_error") for n in nets], "test error (%)"),
+              ([_mean(by_label(result.runs, n.label), "epoch_time_s") for n in nets], "seconds per epoch")]
     for ax, (vals, title) in zip(axes, values):
         ax.bar(x, vals, color=colors)
         ax.set_xticks(x, [n.merge for n in nets])
@@ -220,7 +217,7 @@ def stochastic_curves(result: Any) -> Figure | None:
     axes = fig.subplots(1, 2)
     styles = {"constant": (OKABE_ITO["blue"], "-", "s"), "stochastic": (OKABE_ITO["vermillion"], "--", "^")}
     for kind, (color, ls, marker) in styles.items():
-        runs = _by_label(result.runs, names[kind])
+        runs = by_label(result.runs, names[kind])
         _curve(axes[0], runs, "steps", "train_loss", color=color, ls=ls, label=names[kind], scale=1.0)
         _curve(axes[1], runs, "eval_steps", "test_error", color=color, ls=ls, marker=marker)
     axes[0].set_ylabel("training loss")
@@ -244,7 +241,7 @@ def orderings_curves(result: Any) -> Figure | None:
     axes = fig.subplots(1, 2)
     markers = ["o", "s", "^", "D", "v"]
     for i, o in enumerate(result.config.orderings):
-        runs = _by_label(result.runs, NAMES[o])
+        runs = by_label(result.runs, NAMES[o])
         color = CYCLE[i % len(CYCLE)]
         _curve(axes[0], runs, "steps", "train_loss", color=color, label=NAMES[o], scale=1.0)
         _curve(axes[1], runs, "eval_steps", "test_error", color=color, marker=markers[i % len(markers)])
@@ -272,7 +269,7 @@ def orderings_final(result: Any) -> Figure | None:
     colors = [CYCLE[i % len(CYCLE)] for i in range(len(ords))]
     from skiplab.experiments.orderings import NAMES
 
-    ours = [100 * _mean(_by_label(result.runs, NAMES[o]), "final_test_error") for o in ords]
+    ours = [100 * _mean(by_label(result.runs, NAMES[o]), "final_test_error") for o in ords]
     paper = [PAPER_TEST_ERROR[cfg.unit][o] for o in ords]
     tick = [NAMES[o].split(" ")[0] for o in ords]
     for ax, vals, title in ((axes[0], ours, f"ours: {cfg.depth} layers, {cfg.data}"),
