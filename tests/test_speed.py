@@ -150,3 +150,29 @@ def test_channels_last_hazard_names_the_crashing_layer_and_training_avoids_it() 
     assert all(p.is_contiguous() for p in narrow.parameters())  # left NCHW
     safe = prepare_for_training(create_model("resnet20", width=0.5, shortcut="B"), channels_last=True)
     assert not all(p.is_contiguous() for p in safe.parameters())  # converted
+
+
+def test_gpu_paths_choose_cuda_bf16_or_fp16_and_fused_steps(monkeypatch) -> None:
+    """The CPU-side logic of the GPU code paths, with CUDA's answers stubbed: device 'auto' picks the GPU,
+    amp 'auto' bf16 where the GPU has it and fp16 before (with a grad scaler), the fused optimizer on CUDA only."""
+    from skiplab.train import TrainConfig
+    from skiplab.train.loop import resolve_amp, resolve_device
+    from skiplab.train.optim import build_optimizer
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == cuda
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_amp("auto", cuda) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_amp("auto", cuda) is torch.float16
+    assert resolve_amp("auto", torch.device("cpu")) is None  # no bf16 units here: float32
+    seen = {}
+
+    def spy(cls, device, fused=True):
+        seen[torch.device(device).type] = fused
+        return {}
+
+    monkeypatch.setattr("skiplab.train.optim.optimizer_kwargs", spy)
+    build_optimizer(nn.Linear(2, 2), TrainConfig(model="resnet20"))
+    assert seen == {"cpu": False}  # no fused step asked for on CPU (no gain measured there)
