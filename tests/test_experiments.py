@@ -205,3 +205,8 @@ def test_cli_experiment_writes_result_figures_and_manifest(tmp_path: Path) -> No
     assert listing.exit_code == 0 and "vanishing" in listing.output
     bad = CliRunner().invoke(app, ["experiment", "signal", "--set", "depth=deep", "--out", str(out)])
     assert bad.exit_code != 0 and "depth" in str(bad.exception)
+    before = (out / "result.json").read_bytes()
+    again = CliRunner().invoke(app, args)  # the folder holds a result: refused, nothing touched
+    assert again.exit_code != 0 and "pass --overwrite" in str(again.exception)
+    assert (out / "result.json").read_bytes() == before
+    assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0

@@ -100,6 +100,10 @@ def test_cli_report_rejects_unknown_experiment(tmp_path: Path) -> None:
 
     res = CliRunner().invoke(app, ["report", "--out", str(tmp_path), "--only", "nope"])
     assert res.exit_code != 0 and "unknown experiment" in str(res.exception)
+    (tmp_path / "index.html").write_text("an earlier report")
+    res = CliRunner().invoke(app, ["report", "--out", str(tmp_path), "--only", "signal"])
+    assert res.exit_code != 0 and "--overwrite" in str(res.exception)
+    assert (tmp_path / "index.html").read_text() == "an earlier report"
 
 
 def test_a_failing_experiment_gets_an_error_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

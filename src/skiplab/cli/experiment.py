@@ -30,9 +30,11 @@ def print_claims(result) -> None:
 @app.command("experiment")
 def experiment_cmd(
     name: Optional[str] = typer.Argument(None, help="Experiment to run (omit, or --list, to list them)."),
-    quick: bool = typer.Option(False, "--quick", help="The small demo setting (seconds instead of minutes)."),
+    quick: bool = typer.Option(False, "--quick/--full", help="--quick: the small demo setting (seconds); --full "
+                                                             "(default): the paper's setting (a GPU run)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for result.json, PNGs and manifest.json "
                                                              "(default: reports/<NAME>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a result already saved in --out."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting, KEY=VALUE (tuples comma-separated); "
                                                      "repeatable."),
     list_: bool = typer.Option(False, "--list", help="List the registered experiments and exit."),
@@ -52,6 +54,9 @@ def experiment_cmd(
     overrides = dict(parse_override(spec.config_cls, s) for s in set_)
     cfg = spec.config(quick, **overrides)
     folder = out if out is not None else Path("reports") / name
+    if (folder / "result.json").exists() and not overwrite:  # a full run can take hours: never lose one silently
+        raise ValueError(f"{folder} already holds a saved {name} result (result.json); pass --overwrite to replace "
+                         f"it, or choose another --out")
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank runs (collectives); only rank 0 reports
         spec.run(cfg)
         return

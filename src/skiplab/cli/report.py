@@ -43,8 +43,12 @@ def report_cmd(
     quick: bool = typer.Option(False, "--quick", help="Quick (demo) settings for every experiment."),
     reuse: bool = typer.Option(False, "--reuse", help="Reuse OUT/<experiment>/result.json when its settings match."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Only this experiment (repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute into a folder that already holds a report."),
 ) -> None:
     """Run every registered experiment (or reuse saved results) and write one self-contained HTML page."""
+    if (out / "index.html").exists() and not (reuse or overwrite):
+        raise ValueError(f"{out} already holds a report (index.html); pass --reuse to keep its saved results where "
+                         f"the settings match, --overwrite to recompute everything, or choose another --out")
     t0 = time.perf_counter()
     index = run_report(out, quick=quick, reuse=reuse, only=only)
     console.print(f"report written in {time.perf_counter() - t0:.0f} s: {index.resolve()}", highlight=False)
@@ -53,7 +57,8 @@ def report_cmd(
 
 @app.command("demo")
 def demo_cmd() -> None:
-    """`skiplab report --quick --out reports/demo`, then print where the page is."""
+    """`skiplab report --quick --out reports/demo --overwrite` (the demo's own folder, rewritten each time),
+    then print where the page is."""
     t0 = time.perf_counter()
     index = run_report(DEMO_OUT, quick=True, reuse=False, only=None)
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s.\nOpen the report: {index.resolve()}",
