@@ -94,12 +94,13 @@ def test_transition_and_compression() -> None:
 
 
 @pytest.mark.parametrize(
-    "name, expect", [("densenet121", 7_978_856), ("densenet169", 14_149_480), ("densenet201", 20_013_928)]
+    "name, expect", [("densenet121", 7_978_856), ("densenet161", 28_681_000), ("densenet169", 14_149_480),
+                     ("densenet201", 20_013_928)]
 )
 def test_imagenet_densenet_param_counts(name: str, expect: int) -> None:
     model = skiplab.create_model(name)
     assert n_params(model) == expect
-    assert count_skips(model) == {"densenet121": 58, "densenet169": 82, "densenet201": 98}[name]
+    assert count_skips(model) == {"densenet121": 58, "densenet161": 78, "densenet169": 82, "densenet201": 98}[name]
 
 
 def test_densenet_bc_cifar_param_counts() -> None:

@@ -32,6 +32,8 @@ def on_meta(name: str, **kwargs) -> nn.Module:
 @pytest.mark.parametrize("name, count", [
     ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032),
     ("resnet101", 44_549_160), ("resnet152", 60_192_808),  # torchvision's counts
+    ("wide_resnet50_2", 68_883_240), ("wide_resnet101_2", 126_886_696), ("resnext50_32x4d", 25_028_904),
+    ("resnext101_32x8d", 88_791_336), ("resnext101_64x4d", 83_455_272),  # torchvision's counts
     ("resnet20", 269_722), ("resnet32", 464_154), ("resnet44", 658_586), ("resnet56", 853_018),
     ("resnet110", 1_727_962), ("resnet1202", 19_421_274),  # He et al. 2015 Table 6 (0.27M ... 19.4M)
     # Option A has no parameters, so the plain CIFAR twins have exactly as many as the ResNets.
@@ -56,8 +58,20 @@ def test_wide_resnet_via_base_width() -> None:
         assert n_params(resnet(50, base_width=128)) == 68_883_240  # torchvision's wide_resnet50_2
         half = resnet(18, width=0.5)
     assert half.stem.conv.out_channels == 32 and half.num_features == 256
-    with pytest.raises(ValueError, match="base_width only applies to bottleneck"):
+    with pytest.raises(ValueError, match="base_width and groups only apply to bottleneck"):
         resnet(18, base_width=128)
+    from skiplab.blocks.residual import Bottleneck
+
+    with pytest.raises(ValueError, match="groups must divide the bottleneck width"):
+        Bottleneck(256, 256, mid_channels=100, groups=3)
+
+
+def test_resnext_unit_is_a_grouped_3x3() -> None:
+    with torch.device("meta"):
+        model = skiplab.create_model("resnext50_32x4d")
+    first = model.stages[0][0].branch
+    assert first.conv2.groups == 32 and first.conv2.in_channels == 128  # 32 groups of 4 channels at stage 1
+    assert model.stages[3][0].branch.conv2.in_channels == 1024  # 32 x 32 at stage 4
     with pytest.raises(ValueError, match="width must be a positive number"):
         resnet(18, width=0)
 

@@ -157,24 +157,28 @@ class Bottleneck(ResidualUnit):
 
     ``mid_channels`` defaults to ``out_channels // expansion`` (4).  The stride sits on the 3x3 by default
     (torchvision's "ResNet v1.5", better accuracy); ``stride_in_1x1=True`` puts it on the first 1x1 as in the
-    paper and the original Caffe models.
+    paper and the original Caffe models.  ``groups`` > 1 makes the 3x3 a grouped convolution: the ResNeXt unit
+    (Xie et al. 2017, "aggregated residual transformations", cardinality = groups).
     """
 
     expansion = 4
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, skip: str = "residual",
                  shortcut: str = "B", stride_in_1x1: bool = False, mid_channels: int | None = None,
-                 norm: str = "batch", act: str = "relu", gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
+                 groups: int = 1, norm: str = "batch", act: str = "relu", gate_bias: float = -2.0,
+                 drop_path: float = 0.0) -> None:
         super().__init__(skip)
         check_positive("stride", stride)
         mid = check_positive("mid_channels", out_channels // self.expansion if mid_channels is None else mid_channels)
+        if check_positive("groups", groups) and mid % groups:
+            raise ValueError(f"groups must divide the bottleneck width ({mid} channels); got groups={groups}")
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.preact = nn.Identity()
         self.branch = nn.Sequential(OrderedDict(
             conv1=conv1x1(in_channels, mid, s1),
             bn1=get_norm2d(norm, mid),
             act1=get_act(act),
-            conv2=conv3x3(mid, mid, s3),
+            conv2=conv3x3(mid, mid, s3, groups=groups),
             bn2=get_norm2d(norm, mid),
             act2=get_act(act),
             conv3=conv1x1(mid, out_channels),

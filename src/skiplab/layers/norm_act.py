@@ -46,8 +46,8 @@ def get_norm1d(name: str, features: int) -> nn.Module:
     return NORMS_1D[name](features)
 
 
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1, *, bias: bool = False) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, *, bias: bool = False, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias, groups=groups)
 
 
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1, *, bias: bool = False) -> nn.Conv2d:

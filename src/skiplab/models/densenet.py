@@ -1,7 +1,8 @@
 """DenseNets (Huang et al. 2017, "Densely Connected Convolutional Networks", arXiv:1608.06993).
 
-* ImageNet: ``densenet121/169/201`` — torchvision's architecture (growth 32, 64 stem channels, bottleneck
-  ``bn_size=4``, compression 0.5): 7,978,856 / 14,149,480 / 20,013,928 parameters at 1000 classes.
+* ImageNet: ``densenet121/161/169/201`` — torchvision's architecture (growth 32 and 64 stem channels; 161: 48
+  and 96; bottleneck ``bn_size=4``, compression 0.5): 7,978,856 / 28,681,000 / 14,149,480 / 20,013,928
+  parameters at 1000 classes.
 * CIFAR: ``densenet_bc_100_12`` — DenseNet-BC, depth ``L`` and growth ``k`` configurable
   (``depth=250, growth_rate=24`` etc.); the paper's 0.8M-parameter net at the defaults (769,162 for 10 classes).
 * Plain twins ``plain_<name>``: the same nets with ``skip="none"`` (see :mod:`skiplab.blocks.dense` for widths).
@@ -174,14 +175,22 @@ def _remap_key(key: str) -> str:
 
 # ---- ImageNet DenseNets (torchvision's configurations) ----
 
-def _imagenet(block_config: tuple[int, ...], **kwargs: Any) -> DenseNet:
-    return DenseNet(block_config, growth_rate=32, init_channels=64, bn_size=4, compression=0.5, **kwargs)
+def _imagenet(block_config: tuple[int, ...], growth_rate: int = 32, init_channels: int = 64,
+              **kwargs: Any) -> DenseNet:
+    return DenseNet(block_config, growth_rate=growth_rate, init_channels=init_channels, bn_size=4, compression=0.5,
+                    **kwargs)
 
 
 @register_model(family="densenet", input_size=(3, 224, 224), skip="dense", paper=PAPER)
 def densenet121(**kwargs: Any) -> DenseNet:
     """DenseNet-121: blocks (6, 12, 24, 16), growth 32; 7,978,856 parameters at 1000 classes."""
     return _imagenet((6, 12, 24, 16), **kwargs)
+
+
+@register_model(family="densenet", input_size=(3, 224, 224), skip="dense", paper=PAPER)
+def densenet161(**kwargs: Any) -> DenseNet:
+    """DenseNet-161: blocks (6, 12, 36, 24), growth 48, 96 stem channels; 28,681,000 parameters at 1000 classes."""
+    return _imagenet((6, 12, 36, 24), growth_rate=48, init_channels=96, **kwargs)
 
 
 @register_model(family="densenet", input_size=(3, 224, 224), skip="dense", paper=PAPER)
@@ -253,6 +262,7 @@ def _plain_twin(fn: Callable[..., DenseNet], input_size: tuple[int, ...]) -> Cal
 
 
 plain_densenet121 = _plain_twin(densenet121, (3, 224, 224))
+plain_densenet161 = _plain_twin(densenet161, (3, 224, 224))
 plain_densenet169 = _plain_twin(densenet169, (3, 224, 224))
 plain_densenet201 = _plain_twin(densenet201, (3, 224, 224))
 plain_densenet_bc_100_12 = _plain_twin(densenet_bc_100_12, (3, 32, 32))

@@ -28,6 +28,8 @@ from skiplab.registry import register_model
 
 PAPER = "He et al. 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
 HIGHWAY_PAPER = "Srivastava et al. 2015, Highway Networks, arXiv:1505.00387"
+WRN_PAPER = "Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146"
+RESNEXT_PAPER = "Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks, arXiv:1611.05431"
 TWIN_SKIPS = ("residual", "none", "highway")
 
 # depth -> (block, blocks per stage)
@@ -179,7 +181,8 @@ class ResNet(SkipNet):
         block: :class:`BasicBlock` or :class:`Bottleneck`; ``depths``: blocks per stage.
         skip: "residual", "none" (plain twin) or "highway".  shortcut: "A", "B" (default) or "C".
         stride_in_1x1: bottleneck stride on the first 1x1 (the paper) instead of the 3x3 (torchvision).
-        width: multiplies every channel count.  base_width: bottleneck inner width per 64 (128 -> wide ResNet).
+        width: multiplies every channel count.  base_width: bottleneck inner width per 64 (128 -> wide ResNet);
+        with ``groups`` (ResNeXt cardinality) the width of each group (resnext50_32x4d: groups 32, base_width 4).
         zero_init_residual: zero each block's last BN scale so every block starts as the identity.
         drop_path_rate: stochastic depth, the last block's drop probability (linear decay before it).
         drop_path_mode: "row" (per sample) or "batch" (whole batch; dropped branches are not computed).
@@ -187,7 +190,7 @@ class ResNet(SkipNet):
 
     def __init__(self, block: type[nn.Module], depths: tuple[int, ...], *, num_classes: int = 1000,
                  in_channels: int = 3, skip: str = "residual", shortcut: str = "B", stride_in_1x1: bool = False,
-                 width: float = 1.0, base_width: int = 64, zero_init_residual: bool = False,
+                 width: float = 1.0, base_width: int = 64, groups: int = 1, zero_init_residual: bool = False,
                  drop_path_rate: float = 0.0, drop_path_mode: str = "row", norm: str = "batch",
                  act: str = "relu") -> None:
         super().__init__()
@@ -202,11 +205,14 @@ class ResNet(SkipNet):
         out_channels = [p * block.expansion for p in planes]
         block_kwargs: dict[str, Any] = dict(skip=skip, shortcut=shortcut, norm=norm, act=act)
         mid_channels = None
+        check_positive("groups", groups)
         if block is Bottleneck:
-            block_kwargs["stride_in_1x1"] = stride_in_1x1
-            mid_channels = [int(p * base_width / 64) for p in planes]
-        elif base_width != 64:
-            raise ValueError(f"base_width only applies to bottleneck ResNets (50/101/152); got base_width={base_width}")
+            block_kwargs.update(stride_in_1x1=stride_in_1x1, groups=groups)
+            # ResNeXt "CxWd": C groups of W channels at the first stage (torchvision's rule)
+            mid_channels = [int(p * base_width / 64) * groups for p in planes]
+        elif base_width != 64 or groups != 1:
+            raise ValueError(f"base_width and groups only apply to bottleneck ResNets (50/101/152); got "
+                             f"base_width={base_width}, groups={groups}")
         self.stem = nn.Sequential(OrderedDict(
             conv=nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False),
             bn=get_norm2d(norm, stem_channels),
@@ -261,9 +267,33 @@ def _register_imagenet() -> None:
                 family="resnet", input_size=(3, 224, 224),
                 paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
                 doc=f"{what}-{depth} for ImageNet (He et al. 2015). kwargs: num_classes, in_channels, "
-                    "skip, shortcut, stride_in_1x1, width, base_width, zero_init_residual, drop_path_rate, "
+                    "skip, shortcut, stride_in_1x1, width, base_width, groups, zero_init_residual, drop_path_rate, "
                     "drop_path_mode.",
             )
 
 
+# torchvision's wide and ResNeXt forms of the bottleneck ResNets: name -> (depth, fixed kwargs, what, paper)
+WIDE_RESNEXT: dict[str, tuple[int, dict[str, int], str, str]] = {
+    "wide_resnet50_2": (50, {"base_width": 128}, "Wide ResNet-50-2", WRN_PAPER),
+    "wide_resnet101_2": (101, {"base_width": 128}, "Wide ResNet-101-2", WRN_PAPER),
+    "resnext50_32x4d": (50, {"groups": 32, "base_width": 4}, "ResNeXt-50 (32x4d)", RESNEXT_PAPER),
+    "resnext101_32x8d": (101, {"groups": 32, "base_width": 8}, "ResNeXt-101 (32x8d)", RESNEXT_PAPER),
+    "resnext101_64x4d": (101, {"groups": 64, "base_width": 4}, "ResNeXt-101 (64x4d)", RESNEXT_PAPER),
+}
+
+
+def _register_wide_and_resnext() -> None:
+    for base, (depth, fixed, what, paper) in WIDE_RESNEXT.items():
+        for skip in TWIN_SKIPS:
+            kind = {"residual": "", "none": "Plain (no-skip) twin of ", "highway": "Highway twin of "}[skip]
+            define_entrypoint(
+                twin_name(base, skip), partial(resnet, depth, **fixed), module=__name__, skip=skip,
+                fixed_skip=skip != "residual", family="resnet", input_size=(3, 224, 224),
+                paper=f"{paper}; {PAPER}" if skip != "highway" else f"{paper}; {HIGHWAY_PAPER}",
+                doc=f"{kind}{what} for ImageNet in torchvision's layout (ResNet-{depth} with "
+                    f"{', '.join(f'{k}={v}' for k, v in fixed.items())}). kwargs as resnet{depth}.",
+            )
+
+
 _register_imagenet()
+_register_wide_and_resnext()
