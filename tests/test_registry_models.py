@@ -112,3 +112,22 @@ def test_zero_init_last_makes_identity_blocks_identity(name: str) -> None:
 def test_unknown_model_suggests_close_names() -> None:
     with pytest.raises(KeyError, match="resnet50"):
         skiplab.create_model("resnet05")
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "preact_resnet164", "densenet_bc_100_12", "plain_unet",
+                                  "highway_mlp", "rnn_classifier"])
+def test_reset_classifier_for_fine_tuning(name: str, tmp_path) -> None:
+    """timm's get_classifier/reset_classifier: a fresh head of the new size; saved weights rebuild it."""
+    from skiplab.weights import load_weights, save_weights
+
+    model = build(name).eval()
+    old = model.get_classifier()
+    assert model.reset_classifier(7) is model and model.get_classifier() is not old
+    with torch.no_grad():
+        out = model(tiny_input(name))
+    assert out.shape[1] == 7
+    save_weights(model, tmp_path / "ft.safetensors")
+    again = skiplab.create_model(name, **model.model_kwargs)  # the saved kwargs name the new size
+    load_weights(again, tmp_path / "ft.safetensors")
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        model.reset_classifier(0)

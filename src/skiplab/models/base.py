@@ -5,6 +5,8 @@ blocks uniformly through ``model.stages`` (each stage a Sequential of blocks).
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
 
@@ -86,6 +88,38 @@ class SkipNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
+
+    def _classifier_slot(self) -> tuple[nn.Module, str, nn.Module]:
+        """``(parent, attribute, layer)`` of the head's last Linear (or 1x1 conv, for per-pixel heads)."""
+        slot = None
+        for name, m in self.head.named_modules(prefix="head"):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                parent_name, _, attr = name.rpartition(".")
+                slot = (self.get_submodule(parent_name) if parent_name else self, attr, m)
+        if slot is None:
+            raise ValueError(f"{type(self).__name__}'s head has no Linear or Conv2d classifier")
+        return slot
+
+    def get_classifier(self) -> nn.Module:
+        """The layer that produces the logits (timm's name for it)."""
+        return self._classifier_slot()[2]
+
+    def reset_classifier(self, num_classes: int) -> "SkipNet":
+        """Replace the classifier by a freshly initialised one with ``num_classes`` outputs (fine-tuning on a new
+        label set), in the old one's device and dtype; ``model_kwargs`` follows, so saved weights name the new
+        size.  Returns self."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}")
+        parent, attr, old = self._classifier_slot()
+        bias = old.bias is not None
+        new = (nn.Linear(old.in_features, num_classes, bias=bias) if isinstance(old, nn.Linear)
+               else nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, bias=bias))
+        setattr(parent, attr, new.to(device=old.weight.device, dtype=old.weight.dtype))
+        if hasattr(self, "model_kwargs"):  # the registry's record of how to rebuild this model
+            key = "out_features" if "out_features" in inspect.signature(type(self).__init__).parameters \
+                else "num_classes"
+            self.model_kwargs = {**self.model_kwargs, key: num_classes}
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
