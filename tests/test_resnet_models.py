@@ -34,6 +34,7 @@ def on_meta(name: str, **kwargs) -> nn.Module:
     ("resnet101", 44_549_160), ("resnet152", 60_192_808),  # torchvision's counts
     ("wide_resnet50_2", 68_883_240), ("wide_resnet101_2", 126_886_696), ("resnext50_32x4d", 25_028_904),
     ("resnext101_32x8d", 88_791_336), ("resnext101_64x4d", 83_455_272),  # torchvision's counts
+    ("resnet50v2", 25_568_360), ("resnet101v2", 44_577_896), ("resnet152v2", 60_236_904),  # Keras' trainable
     ("resnet20", 269_722), ("resnet32", 464_154), ("resnet44", 658_586), ("resnet56", 853_018),
     ("resnet110", 1_727_962), ("resnet1202", 19_421_274),  # He et al. 2015 Table 6 (0.27M ... 19.4M)
     # Option A has no parameters, so the plain CIFAR twins have exactly as many as the ResNets.
@@ -42,6 +43,20 @@ def on_meta(name: str, **kwargs) -> nn.Module:
 ])
 def test_exact_parameter_counts(name: str, count: int) -> None:
     assert n_params(on_meta(name)) == count
+
+
+def test_resnet_v2_counts_match_keras_applications_with_bn_statistics() -> None:
+    """Keras counts BatchNorm's moving mean/variance as (non-trainable) weights: its totals are 25,613,800 /
+    44,675,560 / 60,380,648 for ResNet50V2 / 101V2 / 152V2."""
+    for name, keras_total in [("resnet50v2", 25_613_800), ("resnet101v2", 44_675_560), ("resnet152v2", 60_380_648)]:
+        model = on_meta(name)
+        stats = sum(b.numel() for k, b in model.named_buffers() if k.endswith(("running_mean", "running_var")))
+        assert n_params(model) + stats == keras_total
+    model = on_meta("resnet50v2")
+    first, last = model.stages[0][0], model.stages[0][-1]
+    assert first.shortcut.conv.bias is not None and first.branch.conv1.in_channels == 64  # biased projection
+    assert last.branch.conv2.stride == (2, 2) and type(last.shortcut).__name__ == "ZeroPadShortcut"  # subsample
+    assert model.stages[3][-1].branch.conv2.stride == (1, 1)  # the last stage keeps its resolution
 
 
 def test_preact_conv_weights_match_the_papers_rounded_counts() -> None:
