@@ -300,8 +300,9 @@ def test_unet_bridge_reaches_the_output() -> None:
 def test_unet_options_and_errors() -> None:
     model = UNet(depth=2, base_width=4, up_mode="bilinear", norm="group")
     assert model(torch.randn(2, 1, 12, 12)).shape == (2, 2, 12, 12)
+    assert UNet(depth=2, base_width=4, up_mode="nearest")(torch.randn(2, 1, 12, 12)).shape == (2, 2, 12, 12)
     with pytest.raises(ValueError, match="up_mode"):
-        UNet(up_mode="nearest")
+        UNet(up_mode="cubic")
     with pytest.raises(ValueError, match="norm"):
         UNet(norm="layer")
     with pytest.raises(ValueError, match="in_channels=1"):
@@ -311,12 +312,41 @@ def test_unet_options_and_errors() -> None:
         block(torch.randn(1, 8, 4, 4), torch.randn(1, 4, 7, 7))
 
 
-def test_upblock_zero_init_starts_from_the_long_skip() -> None:
-    block = UpBlock(8, 4, 4, norm="none").eval()
+@pytest.mark.parametrize("up_mode", ["transpose", "nearest"])
+def test_upblock_zero_init_starts_from_the_long_skip(up_mode: str) -> None:
+    block = UpBlock(8, 4, 4, norm="none", up_mode=up_mode).eval()
     x, bridge = torch.randn(1, 8, 3, 3), torch.randn(1, 4, 6, 6)
     block.zero_init_last()
-    lesioned = UpBlock(8, 4, 4, norm="none").eval()
+    lesioned = UpBlock(8, 4, 4, norm="none", up_mode=up_mode).eval()
     lesioned.load_state_dict(block.state_dict())
     lesioned.branch_enabled = False
     torch.testing.assert_close(block(x, bridge), lesioned(x, bridge))
     assert not torch.allclose(block(x, bridge), block(x, torch.zeros_like(bridge)))
+
+
+# ---- U-Net on a ResNet encoder (segmentation_models_pytorch's layout) ----
+
+@pytest.mark.parametrize("name, expect", [("unet_resnet18", 14_328_209), ("unet_resnet34", 24_436_369),
+                                          ("unet_resnet50", 32_521_105)])
+def test_unet_resnet_param_counts_equal_smp(name: str, expect: int) -> None:
+    with torch.device("meta"):
+        model = skiplab.create_model(name)
+    assert n_params(model) == expect  # smp.Unet(encoder_name=..., classes=1)
+
+
+def test_unet_resnet_shapes_bridges_and_plain_twin() -> None:
+    model = skiplab.create_model("unet_resnet18", num_classes=3, decoder_channels=(32, 16, 16, 8, 8)).eval()
+    x = torch.randn(2, 3, 45, 61)  # not a multiple of 32: padded, then cropped back
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (2, 3, 45, 61)
+        blocks = list(model.decoder)
+        assert [b.skip_channels for b in blocks] == [256, 128, 64, 64, 0]  # 1/16 ... 1/2 bridges, none at 1/1
+        for b in blocks[:4]:  # lesioning a level's upsampled path leaves its bridge: the output still changes
+            b.branch_enabled = False
+        assert not torch.equal(model(x), y)
+        assert not blocks[4].can_lesion()  # the full-resolution block has no bridge to fall back on
+    plain = skiplab.create_model("plain_unet_resnet18").eval()
+    assert count_skips(plain) == 0 and plain(torch.randn(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="encoder_depth must be one of"):
+        skiplab.models.unet_resnet.UNetResNet(101)

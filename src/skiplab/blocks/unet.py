@@ -23,7 +23,7 @@ from skiplab.blocks.dense import merge_concat
 from skiplab.layers.norm_act import check_positive, conv1x1, get_norm2d
 
 UNET_SKIPS = ("concat", "none")
-UP_MODES = ("transpose", "bilinear")
+UP_MODES = ("transpose", "bilinear", "nearest")
 UNET_NORMS = ("batch", "group", "none")
 
 
@@ -58,7 +58,11 @@ class Down(nn.Sequential):
 
 def upsampler(in_channels: int, out_channels: int, mode: str) -> nn.Module:
     """Double H and W and map channels: a 2x2 stride-2 transposed conv (the paper's "up-convolution"), or
-    bilinear upsampling followed by a 1x1 conv (no checkerboard artefacts, fewer parameters)."""
+    bilinear upsampling followed by a 1x1 conv (no checkerboard artefacts, fewer parameters); or ``"nearest"``:
+    nearest-neighbour upsampling that keeps the channels (segmentation_models_pytorch's decoder, whose fusing
+    convs then map the channels)."""
+    if mode == "nearest":
+        return nn.Upsample(scale_factor=2, mode="nearest")
     if mode == "transpose":
         return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
     if mode == "bilinear":
@@ -75,8 +79,11 @@ class UpBlock(SkipBlock):
 
     Call as ``block(x, bridge)``.  ``self.up`` is the upsampling, ``self.fuse`` the convs after the merge; both
     are the block's main path (there is no single ``branch`` module, as the merge sits between them).
-    The plain twin (``skip="none"``) ignores ``bridge`` and its ``fuse`` takes ``out_channels`` inputs only.
-    Lesioning (``branch_enabled = False``) zeroes the upsampled path, so the block sees its long skip only.
+    The plain twin (``skip="none"``) ignores ``bridge`` and its ``fuse`` takes the upsampled channels only.
+    ``skip_channels=0``: a level without an encoder bridge (segmentation_models_pytorch's full-resolution block);
+    call with ``bridge=None``.  With ``up_mode="nearest"`` the upsampling keeps ``in_channels`` and ``fuse`` maps
+    to ``out_channels``.  Lesioning (``branch_enabled = False``) zeroes the upsampled path, so the block sees its
+    long skip only.
     """
 
     def __init__(
@@ -91,19 +98,22 @@ class UpBlock(SkipBlock):
     ) -> None:
         super().__init__()
         self.skip = check_skip(skip, UNET_SKIPS)
-        check_positive("skip_channels", skip_channels)
+        if isinstance(skip_channels, bool) or not isinstance(skip_channels, int) or skip_channels < 0:
+            raise ValueError(f"skip_channels must be a non-negative integer (0: no bridge); got {skip_channels!r}")
+        self.skip_channels = skip_channels
         self.shortcut = nn.Identity()
         self.up = upsampler(check_positive("in_channels", in_channels), out_channels, up_mode)
-        fuse_in = out_channels + skip_channels if self.has_skip else out_channels
+        up_channels = in_channels if up_mode == "nearest" else out_channels
+        fuse_in = up_channels + skip_channels if self.has_skip else up_channels
         self.fuse = DoubleConv(fuse_in, out_channels, norm=norm)
 
-    def forward(self, x: torch.Tensor, bridge: torch.Tensor) -> torch.Tensor:
-        out = self.up(x)  # (N, C_out, 2H, 2W)
+    def forward(self, x: torch.Tensor, bridge: torch.Tensor | None) -> torch.Tensor:
+        out = self.up(x)  # (N, C_up, 2H, 2W)
         if not self.branch_enabled:
             out = torch.zeros_like(out)
         elif self.branch_scale != 1.0:
             out = self.branch_scale * out
-        if not self.has_skip:
+        if not self.has_skip or self.skip_channels == 0:
             return self.fuse(out)
         shortcut = self.shortcut(bridge)  # the long skip: encoder features at this resolution (N, C_skip, 2H, 2W)
         if shortcut.shape[-2:] != out.shape[-2:]:
@@ -115,11 +125,16 @@ class UpBlock(SkipBlock):
 
     def can_lesion(self) -> bool:
         # Without the long skip, zeroing the upsampled path would leave the block nothing to work on.
-        return self.has_skip
+        return self.has_skip and self.skip_channels > 0
 
     def zero_init_last(self) -> None:
-        """Zero the upsampling's last conv: the block starts from its long skip alone."""
+        """Zero the upsampling's last conv (or, for parameter-free upsampling, the first fusing conv's input from
+        the upsampled path): the block starts from its long skip alone."""
         convs = [m for m in self.up.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        if not convs:
+            with torch.no_grad():
+                self.fuse.conv1.weight[:, self.skip_channels:].zero_()  # cat(bridge, up): up's channels come last
+            return
         with torch.no_grad():
             for p in convs[-1].parameters():
                 p.zero_()
