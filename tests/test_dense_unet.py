@@ -103,6 +103,16 @@ def test_imagenet_densenet_param_counts(name: str, expect: int) -> None:
     assert count_skips(model) == {"densenet121": 58, "densenet161": 78, "densenet169": 82, "densenet201": 98}[name]
 
 
+def test_imagenet_densenets_equal_keras_applications_totals() -> None:
+    """Keras counts BatchNorm's moving statistics as weights: DenseNet121/169/201 total 8,062,504 / 14,307,880 /
+    20,242,984 there — the same architecture as torchvision's (and ours)."""
+    for name, keras_total in [("densenet121", 8_062_504), ("densenet169", 14_307_880), ("densenet201", 20_242_984)]:
+        with torch.device("meta"):
+            model = skiplab.create_model(name)
+        stats = sum(b.numel() for k, b in model.named_buffers() if k.endswith(("running_mean", "running_var")))
+        assert n_params(model) + stats == keras_total
+
+
 def test_densenet_bc_cifar_param_counts() -> None:
     # Paper, Table 2: DenseNet-BC (L=100, k=12) 0.8M; (L=250, k=24) 15.3M; DenseNet (L=40, k=12) 1.0M.
     assert n_params(skiplab.create_model("densenet_bc_100_12")) == 769_162
