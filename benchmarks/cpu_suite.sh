@@ -18,6 +18,9 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/machine
 skip step || { $PY benchmarks/bench_step.py --json "$OUT/step.json" 2>&1 | tee "$OUT/step.txt" || status=1; }
 skip step || { $PY benchmarks/bench_step.py --threads 1 --clock cpu --models resnet20,resnet50 2>&1 \
     | tee "$OUT/step_1thread.txt" || status=1; }
+# each speed option's effect (channels_last, fused SGD, allocator, compile, per-step .item()), resnet20
+skip ablation || { $PY benchmarks/bench_step.py --models resnet20 --ablation 2>&1 | tee "$OUT/step_ablation.txt" \
+    || status=1; }
 # training-loop throughput (loader + step) and projected epoch time, resnet20/56 on the shared CIFAR-10
 skip train || { $PY benchmarks/bench_train.py --amp none --channels-last off,on 2>&1 | tee "$OUT/train.txt" || status=1; }
 # inference: eager vs folded+channels_last vs compiled vs onnxruntime
