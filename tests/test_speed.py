@@ -54,8 +54,8 @@ def test_optimizer_kwargs_and_defaults() -> None:
     assert fused_supported(torch.optim.SGD, "cpu") == ("fused" in optimizer_kwargs(torch.optim.SGD, "cpu"))
     assert optimizer_kwargs(torch.optim.SGD, "cpu", fused=False) == {}
     cpu, gpu = default_speed_options("cpu"), default_speed_options("cuda")
-    assert cpu.channels_last and cpu.fused_optimizer and cpu.tune_malloc and not cpu.compile
-    assert not gpu.tune_malloc
+    assert cpu.channels_last and cpu.tune_malloc and not cpu.fused_optimizer and not cpu.compile
+    assert gpu.fused_optimizer and not gpu.tune_malloc
     if not torch.cuda.is_available():  # the GPU path's CPU-side logic: no CUDA, no fused kernels, no crash
         assert optimizer_kwargs(torch.optim.SGD, "cuda") == {}
     assert to_channels_last(torch.randn(2, 3)).shape == (2, 3)
