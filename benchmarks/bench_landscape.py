@@ -1,5 +1,6 @@
 """Loss-landscape speed (issue 7, "Analysis speed"): grid points per second on resnet20, ours
-(:class:`skiplab.analysis.landscape.GridEvaluator`) against the straightforward loop
+(:class:`skiplab.analysis.landscape.GridEvaluator`; its onnxruntime engine where installed) against the
+straightforward loop
 (:func:`skiplab.analysis.landscape.naive_surface`: write θ + aδ + bη into the model, run the data loader
 through it in eval mode under no_grad, one ``.item()`` per batch, restore θ at the end), and one process
 against ``--procs`` processes under torchrun (points split, results all-reduced).
@@ -53,7 +54,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     dist.init_process_group("gloo")
     _, model, x, y, dirs, xs = setup(args)
-    ev = GridEvaluator(model, dirs, x, y, chunk=args.chunk)
+    ev = GridEvaluator(model, dirs, x, y, chunk=args.chunk, engine=args.engine)
     ev([[0.0, 0.0]])  # warm-up: oneDNN picks its kernels
     times = []
     for _ in range(args.rounds):
@@ -71,7 +72,7 @@ def run_torchrun(args: argparse.Namespace, procs: int) -> dict:
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--standalone", f"--nproc_per_node={procs}", __file__, "--worker",
            "--images", str(args.images), "--grid", str(args.grid), "--rounds", str(args.rounds),
-           "--threads", str(args.threads), "--chunk", str(args.chunk), "--model", args.model]
+           "--threads", str(args.threads), "--chunk", str(args.chunk), "--model", args.model, "--engine", args.engine]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = str(args.threads)
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -90,6 +91,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=64, help="images per forward pass in ours")
     ap.add_argument("--batch-size", type=int, default=128, help="the reference loader's batch size")
     ap.add_argument("--procs", type=int, default=2, help="processes for the torchrun rows (0: skip them)")
+    ap.add_argument("--engine", default="auto", help="ours' engine: torch, onnxruntime or auto (the default)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -101,11 +103,14 @@ def main() -> None:
     loader = BatchLoader(ds, args.batch_size, shuffle=False)
     methods = {
         "reference (naive loop)": lambda: naive_surface(model, dirs, loader, xs, xs)[0],
-        "ours": GridEvaluator(model, dirs, x, y, chunk=args.chunk),
-        "ours without BN folding": GridEvaluator(model, dirs, x, y, chunk=args.chunk, fold_bn=False),
-        "ours without channels_last": GridEvaluator(model, dirs, x, y, chunk=args.chunk, channels_last=False),
-        f"ours, one pass of {args.images} images": GridEvaluator(model, dirs, x, y, chunk=args.images),
+        "ours": GridEvaluator(model, dirs, x, y, chunk=args.chunk, engine=args.engine),
+        "ours, torch engine": GridEvaluator(model, dirs, x, y, chunk=args.chunk),
+        "ours, torch, without BN folding": GridEvaluator(model, dirs, x, y, chunk=args.chunk, fold_bn=False),
+        "ours, torch, without channels_last": GridEvaluator(model, dirs, x, y, chunk=args.chunk,
+                                                            channels_last=False),
+        f"ours, torch, one pass of {args.images} images": GridEvaluator(model, dirs, x, y, chunk=args.images),
     }
+    print(f"ours: engine {methods['ours'].engine}")
     times: dict[str, list[float]] = {k: [] for k in methods}
     cpu: dict[str, list[float]] = {k: [] for k in methods}
     values: dict[str, np.ndarray] = {}

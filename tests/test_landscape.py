@@ -20,6 +20,7 @@ from skiplab.analysis import landscape as LS
 from skiplab.analysis.hooks import calibrate_batchnorm
 from skiplab.experiments import landscape
 from skiplab.experiments.base import from_dict
+from skiplab.export import onnxruntime_available
 from skiplab.io import to_jsonable
 from skiplab.registry import create_model
 from skiplab.report.artifacts import render_figures
@@ -62,16 +63,23 @@ def test_filter_normalised_direction() -> None:
     with pytest.raises(ValueError, match="does not match"):
         LS.GridEvaluator(model, [{"stem.conv.weight": d["stem.conv.weight"]}], torch.randn(2, 3, 8, 8),
                          torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="engine must be one of"):
+        LS.GridEvaluator(model, [d], torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), engine="tvm")
 
 
+ENGINES = ["torch", pytest.param("onnxruntime", marks=pytest.mark.skipif(
+    not onnxruntime_available(), reason="onnxruntime is not installed (pip install 'skiplab[onnx]'; make test does)"))]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name,ignore_biasbn", [("resnet20", True), ("plain20", True), ("resnet20", False)])
-def test_fast_evaluator_matches_the_straightforward_loop(name: str, ignore_biasbn: bool) -> None:
+def test_fast_evaluator_matches_the_straightforward_loop(name: str, ignore_biasbn: bool, engine: str) -> None:
     model, x, y = _model(name)
     dirs = [LS.random_direction(model, seed=s, ignore_biasbn=ignore_biasbn) for s in (1, 2)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     xs, ys = [-1.0, 0.0, 0.5], [-0.5, 0.25]
-    ev = LS.GridEvaluator(model, dirs, x, y, chunk=8)
-    assert ev.folded == ignore_biasbn  # BN can only be folded when its direction is zero
+    ev = LS.GridEvaluator(model, dirs, x, y, chunk=8, engine=engine)
+    assert ev.folded == ignore_biasbn and ev.engine == engine  # BN can only be folded when its direction is zero
     loss, acc = LS.evaluate_surface(ev, xs, ys)
     ref_loss, ref_acc = LS.naive_surface(model, dirs, [(x[:12], y[:12]), (x[12:], y[12:])], xs, ys)
     assert loss.shape == (2, 3)

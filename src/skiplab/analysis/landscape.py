@@ -21,9 +21,13 @@ makes those cheaper and does the rest once:
   layout), run in cache-sized chunks under ``torch.inference_mode``;
 * points split over the processes of a ``torchrun`` launch (:func:`evaluate_points`): rank ``r`` of ``w`` takes
   points ``r, r + w, ...``, and a sum-all-reduce of the zero-filled result vectors gathers them everywhere.
+* on CPU, the forward passes run by onnxruntime where it is installed (``engine="auto"``): the folded net is
+  exported once and each point gets a session built with its parameters (:class:`_OrtPoints`) — onnxruntime's
+  prepacked convolutions are ~1.4x torch's here, ~1.27x per point with the session build.
 
-Measured (benchmarks/bench_landscape.py, resnet20, 256 images a point, one thread, shared AVX2 CPU): 1.5-1.6x
-the straightforward loop's points per second, and the same points to 3e-7 relative.  What is left is the
+Measured (benchmarks/bench_landscape.py, resnet20, 256 images a point, one thread, shared AVX2 CPU), torch
+engine: 1.5-1.6x the straightforward loop's points per second, and the same points to 3e-7 relative; see
+BENCHMARKS.md for the onnxruntime engine.  What is left is the
 convolutions themselves (~96% of the time in a profile, at ~80 GFLOP/s a core); fusing each conv with its
 ReLU and skip addition into one oneDNN call, or evaluating several points in one pass with grouped
 convolutions (``torch.func.vmap``), did not help (1-6%; 2-3x slower).  More throughput comes from
@@ -37,8 +41,9 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +52,7 @@ import torch.nn.functional as F
 
 Direction = dict[str, torch.Tensor]  # parameter name -> tensor of the parameter's shape
 NORMS = ("filter", "layer", "none")
+ENGINES = ("torch", "onnxruntime", "auto")
 
 
 # ------------------------------------------------------------------------------------------------ directions
@@ -123,10 +129,13 @@ class GridEvaluator:
     values.  The model itself is never modified (the evaluator works on a private copy); see the module
     docstring for what makes it fast.  ``fold_bn`` needs every BatchNorm direction to be zero (the paper's
     setting); with a non-zero one it falls back to the unfolded copy.  ``chunk``: images per forward pass.
+    ``engine``: ``"torch"``, ``"onnxruntime"`` (CPU: the net exported once, a session built per point with that
+    point's parameters as its initializers — ~1.27x torch's points/s here, see :class:`_OrtPoints`), or
+    ``"auto"`` (onnxruntime where it is installed and the data is on the CPU).
     """
 
     def __init__(self, model: nn.Module, directions: Sequence[Direction], x: torch.Tensor, y: torch.Tensor, *,
-                 fold_bn: bool = True, channels_last: bool = True, chunk: int = 64) -> None:
+                 fold_bn: bool = True, channels_last: bool = True, chunk: int = 64, engine: str = "torch") -> None:
         if not directions:
             raise ValueError("need at least one direction")
         check_directions(model, directions)
@@ -134,6 +143,14 @@ class GridEvaluator:
             raise ValueError(f"x and y must hold the same, non-zero number of samples; got {x.shape[0]}, {y.shape[0]}")
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
+        if engine == "auto":
+            from skiplab.export import onnxruntime_available
+
+            engine = "onnxruntime" if onnxruntime_available() and x.device.type == "cpu" else "torch"
+        self.engine = engine
+        channels_last = channels_last and engine == "torch"  # onnxruntime takes NCHW arrays
         bn = _bn_params(model)
         self.folded = fold_bn and all(not bool(d[k].any()) for d in directions for k in bn)
         self.net, self.base, self.dirs = _prepare(model, directions, self.folded)
@@ -148,6 +165,8 @@ class GridEvaluator:
         # base and directions in each parameter's own memory layout, so the per-point axpys are straight copies
         self.base = {k: torch.empty_like(p).copy_(self.base[k]) for k, p in self.params.items()}
         self.dirs = [{k: torch.empty_like(p).copy_(d[k]) for k, p in self.params.items()} for d in self.dirs]
+        if self.engine == "onnxruntime":
+            self._ort = _OrtPoints(self.net, self.x, self.params)
 
     @torch.no_grad()
     def set_point(self, c: Sequence[float]) -> None:
@@ -163,16 +182,68 @@ class GridEvaluator:
         n = self.x.shape[0]
         for i, c in enumerate(coords):
             self.set_point(c)
+            run = self._ort.session() if self.engine == "onnxruntime" else self.net
             loss_sum = torch.zeros((), dtype=torch.float64, device=self.x.device)
             correct = torch.zeros((), dtype=torch.int64, device=self.x.device)
             with torch.inference_mode():
                 for j in range(0, n, self.chunk):
-                    logits = self.net(self.x[j:j + self.chunk]).float()
+                    logits = run(self.x[j:j + self.chunk]).float()
                     t = self.y[j:j + self.chunk]
                     loss_sum += F.cross_entropy(logits, t, reduction="sum").double()
                     correct += (logits.argmax(1) == t).sum()
             losses[i], accs[i] = float(loss_sum) / n, int(correct) / n
         return losses, accs
+
+
+class _OrtPoints:
+    """The evaluator's net exported to ONNX once; :meth:`session` gives an onnxruntime session built from that
+    graph with the current parameter values as its initializers, i.e. the net at the current point.
+
+    Measured here (resnet20, 256 images, one thread): building the session ~30 ms, its forward passes ~1.4x
+    faster than torch's (onnxruntime prepacks the constant weights), ~1.27x per point in all.  Feeding the
+    weights as graph inputs instead keeps one session but loses the prepacking (1.6x slower than torch), and
+    ``SessionOptions.add_initializer`` does not replace a graph's own initializers (onnxruntime 1.2x).
+    The export is made from a copy with random parameter values, so that no two parameters are equal and the
+    exporter's de-duplication of identical initializers cannot merge two of them under one name."""
+
+    def __init__(self, net: nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
+        import io
+
+        import onnx
+        import onnxruntime as ort
+
+        probe = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+        with torch.no_grad():
+            for p in probe.parameters():
+                p.normal_()
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about the input checks: expected
+            torch.onnx.export(probe, (x[:1].contiguous(),), buf, dynamo=False, input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                              do_constant_folding=False)
+        self.proto = onnx.load_from_string(buf.getvalue())
+        self.inits = {init.name: init for init in self.proto.graph.initializer}
+        missing = sorted(set(params) - set(self.inits))
+        if missing:
+            raise RuntimeError(f"the ONNX export lost parameters {missing[:3]}; use engine='torch'")
+        if any(p.dtype != torch.float32 for p in params.values()):
+            raise ValueError("engine='onnxruntime' needs float32 parameters; use engine='torch'")
+        self.ort, self.params = ort, params
+        self.threads = torch.get_num_threads()
+
+    def session(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        for name, p in self.params.items():
+            self.inits[name].raw_data = p.detach().contiguous().numpy().tobytes()
+        opts = self.ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+        sess = self.ort.InferenceSession(self.proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+        def run(xb: torch.Tensor) -> torch.Tensor:
+            (out,) = sess.run(None, {"input": xb.contiguous().numpy()})
+            return torch.from_numpy(out)
+
+        return run
 
 
 def _prepare(model: nn.Module, directions: Sequence[Direction], fold: bool

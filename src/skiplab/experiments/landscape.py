@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from skiplab.analysis.landscape import GridEvaluator, Surface, axis, convex_fraction, dist_rank_world, \
+from skiplab.analysis.landscape import ENGINES, GridEvaluator, Surface, axis, convex_fraction, dist_rank_world, \
     evaluate_points, evaluate_surface, grid_coords, hessian_extremes, random_direction, split_map
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress, \
     seed_list, torch_threads
@@ -51,6 +51,7 @@ class Config(NetTraining):
     hessian_steps: int = 20
     hessian_batch: int = 1000
     chunk: int = 64
+    engine: str = "auto"  # the grid's forward passes: torch, onnxruntime, or auto (onnxruntime where installed)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -65,6 +66,8 @@ class Config(NetTraining):
                 raise ValueError(f"{name} must be a positive integer; got {v!r}")
         if self.grid_points < 3:
             raise ValueError(f"grid_points must be >= 3 (curvature needs neighbours); got {self.grid_points}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {self.engine!r}")
         for name in ("n_eval", "hessian_grid"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -233,7 +236,7 @@ def _run(cfg: Config, progress: Progress | None, rank: int, world: int) -> Resul
         # the same noise for both twins (their parameters have the same names and shapes), each normalised
         # by its own weights
         dirs = [random_direction(model, seed=10_000 + 2 * seed + i) for i in range(2)]
-        ev = GridEvaluator(model, dirs, x.to(device), y.to(device), chunk=cfg.chunk)
+        ev = GridEvaluator(model, dirs, x.to(device), y.to(device), chunk=cfg.chunk, engine=cfg.engine)
 
         def tick(i: int, n: int, stage: str) -> None:
             report_progress(progress, done, len(jobs), f"{what}: {stage} {i}/{n}")
