@@ -481,3 +481,14 @@ def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror():
     tta_loss, tta_acc = evaluate(model, [(x, y)], tta="flip")
     assert plain_acc == 1.0 and tta_acc == 0.5  # mirrored logits cancel: both rows tie, argmax picks class 0
     assert tta_loss == pytest.approx(math.log(2))
+
+
+def test_checkpoint_segments_train_the_same_weights():
+    """Gradient checkpointing changes memory, not the result: same weights as the plain run."""
+    plain = train(tiny(epochs=1))
+    ck = train(tiny(epochs=1, checkpoint_segments=2))
+    for k, v in plain.model.state_dict().items():
+        assert torch.allclose(v, ck.model.state_dict()[k], rtol=1e-5, atol=1e-6), k
+    assert ck.model.checkpoint_segments == 2
+    with pytest.raises(ValueError, match="checkpoint_segments must be >= 1"):
+        TrainConfig(model="resnet20", checkpoint_segments=0)

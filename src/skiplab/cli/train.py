@@ -72,6 +72,7 @@ def train_cmd(
     amp: Optional[str] = typer.Option(None, help="none, bf16, fp16 or auto."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    checkpoint_segments: Optional[int] = typer.Option(None, help="Gradient checkpointing in N segments (memory)."),
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="DDP: SyncBatchNorm."),
     seed: Optional[int] = typer.Option(None),
     val_split: Optional[int] = typer.Option(None, help="Training images held out for validation (he2015: 5000)."),
@@ -98,7 +99,7 @@ def train_cmd(
         schedule=schedule, schedule_unit=schedule_unit, milestones=_milestones(milestones), gamma=gamma,
         warmup=warmup, min_lr_factor=min_lr_factor, label_smoothing=label_smoothing, grad_clip=grad_clip,
         crop_padding=crop_padding, flip=flip, cutout=cutout, augment=augment, amp=amp, channels_last=channels_last,
-        compile=compile, sync_bn=sync_bn, seed=seed, val_split=val_split, test_split=test_split, eval_every=eval_every,
+        compile=compile, checkpoint_segments=checkpoint_segments, sync_bn=sync_bn, seed=seed, val_split=val_split, test_split=test_split, eval_every=eval_every,
         log_every=log_every, out=out, keep_epoch_checkpoints=keep_epoch_checkpoints, device=device,
         num_threads=num_threads, progress=progress,
     ).items() if v is not None}

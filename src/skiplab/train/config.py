@@ -117,6 +117,9 @@ class TrainConfig:
     # layout tensor cores want under autocast on a GPU
     channels_last: bool = True
     compile: bool = False
+    # Recompute activations in this many segments during backward (SkipNet.set_checkpointing): ~0.15x the peak
+    # memory of a 1000-layer net's step on CPU, for ~1.5x its time (BENCHMARKS.md).  None: off
+    checkpoint_segments: int | None = None
     sync_bn: bool = False  # DDP: BatchNorm statistics over the global batch (SyncBatchNorm) instead of per rank
     seed: int = 0
     eval_every: int = 1  # epochs between evaluations; 0: only at the end
@@ -176,6 +179,7 @@ class TrainConfig:
         _number("min_lr_factor", self.min_lr_factor, low=0, high=1)
         _number("label_smoothing", self.label_smoothing, low=0, high=0.999)
         _number("grad_clip", self.grad_clip, low=0, low_open=True, optional=True)
+        _number("checkpoint_segments", self.checkpoint_segments, low=1, integer=True, optional=True)
         _number("crop_padding", self.crop_padding, low=0, integer=True)
         _number("cutout", self.cutout, low=0, integer=True)
         _number("seed", self.seed, low=0, integer=True)

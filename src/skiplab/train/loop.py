@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from skiplab.io import build_manifest, write_json
 from skiplab.layers.drop_path import DropPath
-from skiplab.speed import channels_last_hazard, tune_malloc
+from skiplab.speed import channels_last_hazard, set_malloc_policy, tune_malloc
 from skiplab.train import distributed as dist_
 from skiplab.train.checkpoint import load_checkpoint, load_model_state, remove_stale_temps, save_checkpoint
 from skiplab.train.config import TrainConfig
@@ -42,7 +42,7 @@ from skiplab.train.schedule import Schedule
 
 RUN_MARKERS = ("manifest.json", "checkpoints", "metrics.jsonl")
 # Settings a resumed run may change: where and how it executes, not what it computes.
-RUNTIME_FIELDS = ("device", "num_threads", "progress")
+RUNTIME_FIELDS = ("device", "num_threads", "progress", "checkpoint_segments")  # change where/how, not what
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
@@ -374,8 +374,14 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
             el.channels_last = False
     elif cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    if cfg.checkpoint_segments:
+        if not hasattr(model, "set_checkpointing"):
+            raise ValueError(f"checkpoint_segments needs a skiplab model (SkipNet); {type(model).__name__} is not one")
+        model.set_checkpointing(cfg.checkpoint_segments)
     if device.type == "cpu":
-        tune_malloc()  # reuse freed activation memory instead of page-faulting it in every step (skiplab.speed)
+        # checkpointing is for memory: give freed activations back at once (else RSS stays at the high-water
+        # mark); otherwise keep them for reuse instead of page-faulting them in every step (skiplab.speed)
+        set_malloc_policy("memory") if cfg.checkpoint_segments else tune_malloc()
     if info.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the parameters and the top module
     optimizer = build_optimizer(model, cfg)
