@@ -4,7 +4,8 @@
 #
 #   bash benchmarks/cpu_suite.sh [OUT_DIR]        # default bench_out/; ~25 minutes on the 2-core machine
 #
-# Each table is also written to OUT_DIR/<name>.txt.  SUITE_SKIP="memory demo" skips the named parts.
+# Each table is also written to OUT_DIR/<name>.txt.  SUITE_SKIP="memory demo" skips the named parts (step, step1,
+# ablation, train, infer, memory, landscape, data, demo).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -16,7 +17,7 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/machine
 
 # training step, ours vs the plain reference, 2 threads (the issue's floors); then the same at 1 thread, CPU clock
 skip step || { $PY benchmarks/bench_step.py --json "$OUT/step.json" 2>&1 | tee "$OUT/step.txt" || status=1; }
-skip step || { $PY benchmarks/bench_step.py --threads 1 --clock cpu --models resnet20,resnet50 2>&1 \
+skip step1 || { $PY benchmarks/bench_step.py --threads 1 --clock cpu --models resnet20,resnet50 2>&1 \
     | tee "$OUT/step_1thread.txt" || status=1; }
 # each speed option's effect (channels_last, fused SGD, allocator, compile, per-step .item()), resnet20
 skip ablation || { $PY benchmarks/bench_step.py --models resnet20 --ablation 2>&1 | tee "$OUT/step_ablation.txt" \
