@@ -1,23 +1,11 @@
 """Training speed options, each measured by ``benchmarks/bench_step.py`` against the plain eager reference of
 ``benchmarks/reference.py`` (same nets, NCHW, PyTorch's default SGD, ``loss.item()`` every step).
 
-Measured on this project's CPUs (AMD EPYC, AVX2 only, float32; reference and ours alternating in one run;
-ratios are reference time / our time).  1 thread, CPU-time clock, machine loaded by other processes:
-
-=========================  ==========  ==========  ==========  ==========
-options                    resnet20    resnet56    resnet110   resnet50
-=========================  ==========  ==========  ==========  ==========
-none (our model, eager)    0.94x       —           —           —
-channels_last              1.15x       —           —           1.23x
-+ fused SGD                1.15x       —           —           —
-+ tune_malloc              1.23x       1.20x       1.20x       1.64x
-+ torch.compile            1.31x       1.36x       1.20x       1.56x
-reference + tune_malloc    1.06x       —           —           1.62x
-=========================  ==========  ==========  ==========  ==========
-
-2 threads, wall clock, load average ~1.5: channels_last + fused SGD + tune_malloc 1.39x (resnet20), 1.16x
-(resnet56), 1.17x (resnet110), 1.59x (resnet50; the reference with tune_malloc alone: 1.18x resnet20, 1.41x
-resnet50).
+Measured on this project's CPUs (AMD EPYC, AVX2 only, float32, 2 threads, quiet machine; reference and ours
+alternating in one run; ratios are reference time / our time; BENCHMARKS.md has the tables and commands):
+resnet20 1.40x, resnet56 1.20x, resnet110 1.20x (batch 128), resnet50 1.72x (batch 32, 224²).  On resnet20 the
+options add up as eager 1.09x -> channels_last 1.22x -> + tune_malloc 1.42x; fused SGD and torch.compile add
+nothing on CPU.
 
 * :func:`tune_malloc` — the largest single gain for big activations.  glibc serves each allocation above its
   mmap threshold (at most 32 MiB by default) with a fresh ``mmap`` and gives it back on free, so every training
@@ -28,8 +16,8 @@ resnet50).
 * ``channels_last`` (NHWC) — oneDNN's native layout; NCHW tensors are converted to it on every call.  Fastest
   for the 16-channel CIFAR stages (about 1.7x per convolution there) and on CUDA tensor cores.
 * ``torch.compile`` (inductor) — fuses BatchNorm, ReLU and the residual add into a few loops (convolutions stay
-  oneDNN's).  Up to ~10% more on the CIFAR nets, nothing measurable on resnet50, for a one-off compile of
-  ~17 s (resnet20) to 7 minutes (resnet110, loaded machine).  Off by default.
+  oneDNN's).  Up to ~10% more on the CIFAR nets under load, nothing on a quiet machine (1.35x vs 1.42x
+  without, resnet20), for a one-off compile of ~17 s (resnet20) to 7 minutes (resnet110).  Off by default.
 * A fused SGD step (``fused=True``) — one kernel over all parameters instead of a loop over them; no measurable
   effect on CPU (convolutions dominate the step), a gain on GPU.
 * No per-step host sync (``loss.item()`` every step): free on CPU, where ops run synchronously; on CUDA it
@@ -37,9 +25,9 @@ resnet50).
 * Not used on CPU: bf16 autocast.  These CPUs lack AVX-512 BF16, so oneDNN runs bf16 convolutions through a
   slow path (ResNet-20 training ~10x slower; see ``TrainConfig``).
 
-Why not 2x on the CIFAR nets: the reference already runs at 45-60% of the float32 matmul peak (its step is ~80%
+Why not 2x on the CIFAR nets: the reference already runs at 46-57% of the float32 matmul peak (its step is ~80%
 oneDNN convolutions, which these options do not make cheaper), so 2x would need ~100% of peak; ours reaches
-~55-75%.  resnet50's reference loses ~30% of its time to page faults, which is where its 1.6x comes from.
+63-68%.  resnet50's reference loses ~30% of its time to page faults, which is where its 1.7x comes from.
 """
 from __future__ import annotations
 
