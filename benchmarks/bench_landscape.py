@@ -29,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from skiplab.analysis.hooks import calibrate_batchnorm
 from skiplab.analysis.landscape import GridEvaluator, axis, evaluate_surface, naive_surface, random_direction
 from skiplab.data import BatchLoader, load_dataset
 from skiplab.registry import create_model
+from skiplab.speed import matmul_peak_gflops
 
 
 def setup(args: argparse.Namespace):
@@ -111,6 +113,11 @@ def main() -> None:
         f"ours, torch, one pass of {args.images} images": GridEvaluator(model, dirs, x, y, chunk=args.images),
     }
     print(f"ours: engine {methods['ours'].engine}")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(x[:1])
+    point_flops = counter.get_total_flops() * args.images  # one grid point: a forward pass over every image
+    peak = matmul_peak_gflops(args.threads)
     times: dict[str, list[float]] = {k: [] for k in methods}
     cpu: dict[str, list[float]] = {k: [] for k in methods}
     values: dict[str, np.ndarray] = {}
@@ -126,16 +133,22 @@ def main() -> None:
     ref_cpu = statistics.median(cpu["reference (naive loop)"])
     print(f"{args.model}, {args.images} images/point, {n_points} points/round, {args.rounds} rounds, "
           f"{args.threads} thread(s); torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}")
+    peak_end = matmul_peak_gflops(args.threads)
     print("points/s: wall clock, median and best round; per CPU-s: points per second of this process's CPU time "
-          "(steadier than wall time on a shared machine when one thread runs)")
+          "(steadier than wall time on a shared machine when one thread runs); GFLOP/s: forward FLOPs "
+          f"(torch.utils.flop_counter, {point_flops / 1e9:.2f} G per point) / median time; % peak: of the float32 "
+          f"matmul peak at {args.threads} thread(s), {peak:.1f} GFLOP/s at the start, {peak_end:.1f} at the end")
+    peak = max(peak, peak_end)
     print(f"{'method':42s} {'points/s':>9s} {'best':>7s} {'vs ref':>7s} {'per CPU-s':>10s} {'vs ref':>7s} "
-          f"{'max rel Δloss':>14s}")
+          f"{'GFLOP/s':>8s} {'% peak':>7s} {'max rel Δloss':>14s}")
     scale = np.abs(values["reference (naive loop)"])
     for name, ts in times.items():
         med, med_cpu = statistics.median(ts), statistics.median(cpu[name])
         diff = float((np.abs(values[name] - values["reference (naive loop)"]) / scale).max())
+        gflops = n_points * point_flops / med / 1e9
         print(f"{name:42s} {n_points / med:9.2f} {n_points / min(ts):7.2f} {ref / med:6.2f}x "
-              f"{n_points / med_cpu:10.2f} {ref_cpu / med_cpu:6.2f}x {diff:14.2e}")
+              f"{n_points / med_cpu:10.2f} {ref_cpu / med_cpu:6.2f}x {gflops:8.1f} {100 * gflops / peak:6.1f}% "
+              f"{diff:14.2e}")
     if args.procs > 1:
         one, many = run_torchrun(args, 1), run_torchrun(args, args.procs)
         t1, tn = statistics.median(one["times"]), statistics.median(many["times"])

@@ -130,24 +130,6 @@ class Worker:
 
 
 # ------------------------------------------------------------------------------------------------------ parent
-def matmul_peak(threads: int, clock: str, n: int = 2048, reps: int = 7) -> float:
-    """Best-of-``reps`` float32 ``n x n`` matmul rate in GFLOP/s (2 FLOPs per multiply-add)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    t = time.perf_counter()
-    while time.perf_counter() - t < 1.0:  # wake the thread pool and the clocks up before timing
-        a @ b
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    best = float("inf")
-    for _ in range(reps):
-        t = now()
-        a @ b
-        best = min(best, now() - t)
-    return 2 * n**3 / best / 1e9
-
-
 def step_flops(model: str) -> int:
     """FLOPs of one training step (forward + backward) at the benchmark's batch, counted on the meta device."""
     import torch
@@ -208,11 +190,13 @@ def main() -> None:
         parse_variant(v)
     import torch
 
+    from skiplab.speed import matmul_peak_gflops
+
     models = args.models.split(",")
     for m in models:
         if m not in SHAPES:
             raise SystemExit(f"unknown model {m!r}; choose from {', '.join(SHAPES)}")
-    peak = matmul_peak(args.threads, args.clock)
+    peak = matmul_peak_gflops(args.threads, clock=args.clock)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock, load average "
           f"{os.getloadavg()[0]:.1f}; float32 2048^2 matmul peak {peak:.1f} GFLOP/s; "
           f"{args.rounds} alternating rounds x {args.steps} steps per side")
@@ -240,7 +224,7 @@ def main() -> None:
         gf = flops / ref_s / 1e9
         print(f"{'ref (reference.py)':<26} {ref_s * 1e3:9.0f} {batch / ref_s:9.1f} {1:6.2f}x {'':>13} "
               f"{gf:8.1f} {100 * gf / peak:6.1f}% {ref.warm_s:9.1f}", flush=True)
-    peak_end = matmul_peak(args.threads, args.clock)
+    peak_end = matmul_peak_gflops(args.threads, clock=args.clock)
     print(f"\nmatmul peak at the end: {peak_end:.1f} GFLOP/s (start {peak:.1f})")
     if args.json:
         with open(args.json, "w") as f:

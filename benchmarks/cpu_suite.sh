@@ -2,10 +2,10 @@
 # Every CPU figure of BENCHMARKS.md in one go, on a quiet machine (nothing else running: two OpenMP threads
 # sharing a core with another process run many times slower, and the tables would show that instead).
 #
-#   bash benchmarks/cpu_suite.sh [OUT_DIR]        # default bench_out/; ~25 minutes on the 2-core machine
+#   bash benchmarks/cpu_suite.sh [OUT_DIR]        # default bench_out/; ~35 minutes on the 2-core machine
 #
 # Each table is also written to OUT_DIR/<name>.txt.  SUITE_SKIP="memory demo" skips the named parts (step, step1,
-# ablation, train, infer, memory, landscape, data, demo).
+# ablation, train, epoch, infer, memory, landscape, data, demo).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -24,6 +24,8 @@ skip ablation || { $PY benchmarks/bench_step.py --models resnet20 --ablation 2>&
     || status=1; }
 # training-loop throughput (loader + step) and projected epoch time, resnet20/56 on the shared CIFAR-10
 skip train || { $PY benchmarks/bench_train.py --amp none --channels-last off,on 2>&1 | tee "$OUT/train.txt" || status=1; }
+# a whole `skiplab train` epoch (data, evaluation, checkpoint) against pure model steps, resnet20, ~7 minutes
+skip epoch || { $PY benchmarks/bench_epoch.py 2>&1 | tee "$OUT/epoch.txt" || status=1; }
 # inference: eager vs folded+channels_last vs compiled vs onnxruntime
 skip infer || { .venv/bin/skiplab bench infer --model resnet50 2>&1 | tee "$OUT/infer.txt" || status=1; }
 # peak memory with and without gradient checkpointing

@@ -28,6 +28,7 @@ import torch
 from skiplab.train import CheckpointError, TrainConfig, load_checkpoint, train
 from skiplab.train import checkpoint as ckpt_mod
 from skiplab.train import faults
+from skiplab.train.metrics import TIMING_FIELDS
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX fork, signals and rlimits")
 
@@ -41,7 +42,6 @@ SETTINGS: dict[str, Any] = dict(
     log_every=2, seed=5, progress="none",
 )
 TOTAL_STEPS = 12
-TIMING = ("images_per_s", "epoch_time_s", "time_s")
 
 
 def config(run: Path, **over: Any) -> TrainConfig:
@@ -118,7 +118,7 @@ def wait_for_step(run: Path, step: int, pid: int, timeout: float = 60.0) -> None
 
 
 def metrics(run: Path) -> list[dict[str, Any]]:
-    return [{k: v for k, v in json.loads(x).items() if k not in TIMING}
+    return [{k: v for k, v in json.loads(x).items() if k not in TIMING_FIELDS}
             for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 

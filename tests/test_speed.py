@@ -14,8 +14,8 @@ from skiplab import create_model
 from skiplab.cli import main
 from skiplab.cli.bench import measure_inference
 from skiplab.export import onnxruntime_available
-from skiplab.speed import default_speed_options, fused_supported, malloc_policy, optimizer_kwargs, \
-    prepare_for_training, set_malloc_policy, to_channels_last, tune_malloc
+from skiplab.speed import default_speed_options, fused_supported, malloc_policy, matmul_peak_gflops, \
+    optimizer_kwargs, prepare_for_training, set_malloc_policy, to_channels_last, tune_malloc
 
 
 def _steps(model: nn.Module, fwd: nn.Module, opt_kwargs: dict, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -67,6 +67,14 @@ def test_malloc_policies_apply() -> None:
     assert tune_malloc() is True and malloc_policy() == "speed"
     with pytest.raises(ValueError, match="'speed', 'memory'"):
         set_malloc_policy("fast")
+
+
+def test_matmul_peak_is_a_rate_and_leaves_the_thread_setting_alone() -> None:
+    before = torch.get_num_threads()
+    rate = matmul_peak_gflops(1, n=128, reps=2, clock="cpu")
+    assert 0.1 < rate < 1e5 and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="clock must be 'wall' or 'cpu'; got 'gpu'"):
+        matmul_peak_gflops(clock="gpu")
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:

@@ -16,6 +16,7 @@ from skiplab.train import (CheckpointError, Schedule, TrainConfig, TrainingDiver
                            load_model_state, train)
 from skiplab.train import checkpoint as ckpt_mod
 from skiplab.train import faults
+from skiplab.train.metrics import TIMING_FIELDS
 
 DATA = dict(n_train=160, n_test=48, image_size=8)
 MODEL = dict(width=0.25)
@@ -179,6 +180,9 @@ def test_run_folder_contents(tmp_path):
     assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [1, 2]
     csv_lines = (run / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].startswith("kind,epoch,step,lr") and len(csv_lines) == 1 + len(recs)
+    assert "data_time_s,eval_time_s" in csv_lines[0]
+    for rec in (x for x in recs if x["kind"] == "epoch"):  # where an epoch's time went
+        assert 0 <= rec["data_time_s"] < rec["epoch_time_s"] and rec["eval_time_s"] > 0
     from skiplab.weights import load_weights
 
     from skiplab.registry import create_model
@@ -211,7 +215,7 @@ def test_signal_stop_then_resume_is_bitwise_identical(tmp_path, monkeypatch, sto
     assert_bitwise_equal(weights_of(tmp_path / "full"), weights_of(tmp_path / "part"))
 
     def clean(recs):  # timing fields are wall-clock; everything else must match
-        return [{k: v for k, v in r.items() if k not in ("images_per_s", "epoch_time_s", "time_s")} for r in recs]
+        return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in recs]
 
     assert clean(resumed.history) == clean(full.history)
     lines = lambda run: [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa

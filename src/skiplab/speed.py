@@ -165,3 +165,31 @@ def channels_last_hazard(model: nn.Module, device: torch.device | str = "cpu") -
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` in channels_last if it is a 4-D batch of images, unchanged otherwise."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def matmul_peak_gflops(threads: int | None = None, *, n: int = 2048, reps: int = 7, clock: str = "wall") -> float:
+    """The machine's float32 matmul rate in GFLOP/s (best of ``reps`` ``n x n`` products, 2 FLOPs per
+    multiply-add) at ``threads`` threads (default: the current setting, which is restored) — the yardstick the
+    benchmarks report achieved GFLOP/s against.  ``clock="cpu"`` times process CPU time (with one thread it does
+    not count the time other processes take the core)."""
+    import time
+
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu'; got {clock!r}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        t = time.perf_counter()
+        while time.perf_counter() - t < 1.0:  # wake the thread pool and the clocks up before timing
+            a @ b
+        now = time.process_time if clock == "cpu" else time.perf_counter
+        best = float("inf")
+        for _ in range(reps):
+            t = now()
+            a @ b
+            best = min(best, now() - t)
+    finally:
+        torch.set_num_threads(before)
+    return 2 * n**3 / best / 1e9

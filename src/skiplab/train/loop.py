@@ -167,6 +167,19 @@ def make_train_step(fwd: nn.Module, optimizer: torch.optim.Optimizer, criterion:
     return step
 
 
+def _timed(batches: Any, clock: dict[str, float], key: str) -> Iterator[Any]:
+    """Yield from ``batches``, adding the time spent waiting for each one to ``clock[key]``."""
+    it = iter(batches)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        clock[key] += time.perf_counter() - t0
+        yield item
+
+
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                              "python": random.getstate()}
@@ -497,6 +510,7 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
     display.start(step)
     stop_sig = None
     window = {"t": time.perf_counter(), "images": 0}
+    clock = {"data": 0.0}  # seconds this epoch spent waiting for the loader (a resumed epoch: since the resume)
     epoch_t0 = time.perf_counter()
     epoch_images = 0
     lr = cfg.lr * schedule.factor(max(0, step - 1))
@@ -506,8 +520,9 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
                 if epoch_step == 0:
                     loader.set_epoch(epoch)
                     epoch_t0, epoch_images = time.perf_counter(), 0
+                    clock["data"] = 0.0
                 model.train()
-                for x, y in loader:
+                for x, y in _timed(loader, clock, "data"):
                     lr = cfg.lr * schedule.factor(step)
                     for g in optimizer.param_groups:
                         g["lr"] = lr
@@ -543,9 +558,12 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
                 epoch += 1
                 rec = epoch_record(acc_state, info, step, epoch, lr, time.perf_counter() - epoch_t0, epoch_images,
                                     time.perf_counter() - t_start)
+                rec["data_time_s"] = clock["data"]
+                t_eval = time.perf_counter()
                 if (cfg.eval_every and epoch % cfg.eval_every == 0) or step >= total_steps:
                     for name, el in eval_loaders.items():
                         rec[f"{name}_loss"], rec[f"{name}_acc"] = evaluate(model, el, device, amp=amp)
+                rec["eval_time_s"] = time.perf_counter() - t_eval
                 history.append(rec)
                 epoch_step = 0
                 acc_state = zero_acc(device, first_bad=acc_state["first_bad"])

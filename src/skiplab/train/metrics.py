@@ -23,8 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from skiplab.io import atomic_write_text, to_jsonable
 from skiplab.train import distributed as dist_
 
+# wall-clock fields of the records: everything else in them is reproducible bit for bit (seeded runs, resumes)
+TIMING_FIELDS = ("images_per_s", "epoch_time_s", "data_time_s", "eval_time_s", "time_s")
 CSV_COLUMNS = ("kind", "epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
-               "test_acc", "images_per_s", "epoch_time_s", "time_s")
+               "test_acc", "images_per_s", "epoch_time_s", "data_time_s", "eval_time_s", "time_s")
 
 
 class MetricsLog:

@@ -1,0 +1,116 @@
+"""End-to-end epoch time of ``train()`` on CIFAR-10 against pure model-step time (issue 7: within 15%).
+
+One process runs :func:`skiplab.train.train` for ``--epochs`` epochs exactly as ``skiplab train`` does (data
+pipeline, augmentation, metric accumulation, evaluation on the 10,000 test images after every epoch, checkpoint
+and metrics log into a temporary run folder).  Between epochs (from ``train``'s ``on_epoch`` hook, outside the
+timed span) it times ``--steps`` pure model steps — the same model, layout, optimizer and loss on one fixed batch,
+nothing else — so that every epoch is compared with step times measured just before and just after it on the same
+machine state.  Reported per epoch: the full wall time (last step of the previous epoch's hook to this epoch's
+hook: training, data, evaluation, checkpoint), its parts (the loop's own ``data_time_s``/``eval_time_s``
+records), and the ratio to ``steps_per_epoch`` pure steps.  The first epoch is left out (it starts after the set-up
+and warms the kernels up).  This machine's step time drifts by 10-20% over minutes (shared host), which the pure
+timings on both sides of an epoch only partly cancel, so the last column also compares the epoch with the time
+its own steps took inside the loop (the training time less the data wait): what data, evaluation, checkpoint and
+logging add, free of the drift.
+
+    .venv/bin/python benchmarks/bench_epoch.py                          # resnet20, recipe fast, 3 epochs, 2 threads
+    .venv/bin/python benchmarks/bench_epoch.py --model resnet56 --epochs 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from skiplab.data import Augment, BatchLoader, load_dataset
+from skiplab.registry import create_model
+from skiplab.train import TrainConfig, train
+from skiplab.train.loop import make_train_step
+from skiplab.train.optim import build_optimizer
+
+SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                                       "cifar10-jpeg.tar.gz"))
+
+
+class PureStep:
+    """The training step alone: ``cfg``'s model, layout, optimizer and loss on one fixed augmented batch."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        ds = load_dataset(cfg.data, "train", data_dir=cfg.data_dir)
+        net = create_model(cfg.model, num_classes=ds.num_classes)
+        if cfg.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        loader = BatchLoader(ds, cfg.batch_size, shuffle=True, augment=Augment(crop_padding=cfg.crop_padding,
+                             flip=cfg.flip), drop_last=True, channels_last=cfg.channels_last)
+        self.x, self.y = next(iter(loader))
+        self.step = make_train_step(net, build_optimizer(net, cfg),
+                                    nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+                                    device=torch.device("cpu"))
+
+    def seconds_per_step(self, steps: int, warmup: int = 3) -> float:
+        for _ in range(warmup):  # untimed: the training run's model had the caches and allocator last
+            self.step(self.x, self.y)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss, _ = self.step(self.x, self.y)
+        float(loss)
+        return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--recipe", default="fast")
+    ap.add_argument("--data-dir", default=SHARED)
+    ap.add_argument("--epochs", type=int, default=3, help="epochs to run (the first is not reported)")
+    ap.add_argument("--steps", type=int, default=40, help="pure steps timed between epochs")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if args.epochs < 2:
+        raise SystemExit(f"--epochs must be at least 2 (the first epoch is not reported); got {args.epochs}")
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench_epoch_") as tmp:
+        cfg = TrainConfig.from_recipe(args.recipe, model=args.model, data="cifar10", data_dir=args.data_dir,
+                                      epochs=args.epochs, out=str(Path(tmp) / "run"), num_threads=args.threads,
+                                      progress="none", device="cpu",
+                                      **({"warmup": 1} if args.recipe == "fast" else {}))  # peak inside the run
+        probe = PureStep(cfg)
+        pure = [probe.seconds_per_step(args.steps)]
+        hook_end: list[float] = []
+        hook_start: list[float] = []
+
+        def on_epoch(rec: dict) -> None:
+            hook_start.append(time.perf_counter())
+            pure.append(probe.seconds_per_step(args.steps))
+            hook_end.append(time.perf_counter())
+
+        result = train(cfg, on_epoch=on_epoch)
+    steps_per_epoch = result.step // result.epoch
+    print(f"{args.model}, recipe {args.recipe}, batch {cfg.batch_size}, {steps_per_epoch} steps/epoch, "
+          f"{args.threads} threads; torch {torch.__version__}, load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"{'epoch':>5} {'wall s':>8} {'train s':>8} {'data s':>7} {'eval s':>7} {'ckpt+log s':>10} "
+          f"{'pure steps s':>12} {'ratio':>6} {'vs loop steps':>13}")
+    ratios, overheads = [], []
+    for i in range(1, result.epoch):
+        rec = result.history[i]
+        wall = hook_start[i] - hook_end[i - 1]
+        steps_s = steps_per_epoch * (pure[i] + pure[i + 1]) / 2  # pure steps timed before and after this epoch
+        ratios.append(wall / steps_s)
+        overheads.append(wall / (rec["epoch_time_s"] - rec["data_time_s"]))
+        print(f"{rec['epoch']:>5} {wall:8.1f} {rec['epoch_time_s']:8.1f} {rec['data_time_s']:7.2f} "
+              f"{rec['eval_time_s']:7.2f} {wall - rec['epoch_time_s'] - rec['eval_time_s']:10.2f} {steps_s:12.1f} "
+              f"{ratios[-1]:5.3f}x {overheads[-1]:12.3f}x")
+    print(f"pure step: {', '.join(f'{1e3 * s:.0f}' for s in pure)} ms (before epoch 1, then after each epoch)")
+    print(f"epoch / pure steps: median {statistics.median(ratios):.3f}x, best {min(ratios):.3f}x (target <= 1.15x)")
+    print(f"epoch / the loop's own step time (train s - data s; immune to the machine's drift between the pure "
+          f"timings): median {statistics.median(overheads):.3f}x")
+
+
+if __name__ == "__main__":
+    main()
