@@ -11,14 +11,13 @@ Measured here: training and test error against iterations for every net, and the
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment
 from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, Run, by_label, mean_of, pct, \
-    train_jobs
+    run_comparison
 
 # He et al. 2015, Table 6: CIFAR-10 test error (%) of the ResNets (110: best of 5 runs; mean 6.61 ± 0.16).
 PAPER_RESNET_TEST_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
@@ -68,15 +67,9 @@ class Result(ComparisonResult):
 
 
 def run(cfg: Config, progress: Progress | None = None) -> Result:
-    t0 = time.perf_counter()
-    runs = train_jobs(cfg, [(label(skip, depth), model_name(skip, depth), {"width": cfg.width}, seed)
-                            for depth in sorted(cfg.depths) for skip in SKIPS for seed in cfg.seeds()], progress)
-    result = Result(cfg, runs, [], [])
-    result.claims = check_claims(result)
-    result.tables = make_tables(result)
-    result.notes = make_notes(result)
-    result.wall_time_s = time.perf_counter() - t0
-    return result
+    jobs = [(label(skip, depth), model_name(skip, depth), {"width": cfg.width}, seed)
+            for depth in sorted(cfg.depths) for skip in SKIPS for seed in cfg.seeds()]
+    return run_comparison(Result, cfg, jobs, progress, claims=check_claims, tables=make_tables, notes=make_notes)
 
 
 def _final(result: Result, skip: str, depth: int, attr: str = "final_train_error") -> float:

@@ -22,13 +22,12 @@ the registry has no name for, so they are built by ``preact_resnet(depth, unit=.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from skiplab.blocks.preact import ORDERINGS
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment
 from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, by_label, mean_of, pct, \
-    train_jobs
+    run_comparison
 
 # He et al. 2016 Table 2: CIFAR-10 test error (%) by ordering, for ResNet-110 (basic) and ResNet-164 (bottleneck).
 PAPER_TEST_ERROR = {
@@ -78,20 +77,18 @@ class Result(ComparisonResult):
 
 
 def run(cfg: Config, progress: Progress | None = None) -> Result:
-    t0 = time.perf_counter()
-    runs = train_jobs(cfg, [(NAMES[o], "preact_resnet", {"depth": cfg.depth, "unit": cfg.unit, "ordering": o,
-                                                        "width": cfg.width}, seed)
-                            for o in cfg.orderings for seed in cfg.seeds()], progress)
-    result = Result(cfg, runs, [], [])
-    result.claims = check_claims(result)
-    result.tables = make_tables(result)
-    result.notes = [
+    jobs = [(NAMES[o], "preact_resnet", {"depth": cfg.depth, "unit": cfg.unit, "ordering": o, "width": cfg.width},
+             seed) for o in cfg.orderings for seed in cfg.seeds()]
+    return run_comparison(Result, cfg, jobs, progress, claims=check_claims, tables=make_tables, notes=make_notes)
+
+
+def make_notes(result: Result) -> list[str]:
+    cfg = result.config
+    return [
         f"Same recipe for all five: {cfg.steps} iterations of batch {cfg.batch_size} on {cfg.data}, lr {cfg.lr:g} "
         f"({cfg.schedule}), weight decay {cfg.weight_decay:g}; {cfg.depth}-layer nets of {cfg.unit} units, width "
         f"x{cfg.width:g}, projection shortcuts where the shape changes.",
     ]
-    result.wall_time_s = time.perf_counter() - t0
-    return result
 
 
 def _err(result: Result, ordering: str, attr: str = "final_test_error") -> float:

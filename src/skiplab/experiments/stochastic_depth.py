@@ -11,14 +11,13 @@ sample, masked — the modern form) is the alternative, with no saving.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment
 from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, Run, by_label, mean_of, pct, \
-    train_jobs
+    run_comparison
 
 PAPER_TEST_ERROR = {"constant": 6.41, "stochastic": 5.25}  # CIFAR-10, ResNet-110, Huang et al. 2016 Table 1
 
@@ -67,16 +66,16 @@ def labels(cfg: Config) -> dict[str, str]:
 
 
 def run(cfg: Config, progress: Progress | None = None) -> Result:
-    t0 = time.perf_counter()
     names = labels(cfg)
     stochastic = {"drop_path_rate": cfg.p_last, "drop_path_mode": cfg.drop_mode}
-    runs = train_jobs(cfg, [(names[kind], f"resnet{cfg.depth}",
-                             {"width": cfg.width} | (stochastic if kind == "stochastic" else {}), seed)
-                            for kind in ("constant", "stochastic") for seed in cfg.seeds()], progress)
-    result = Result(cfg, runs, [], [])
-    result.claims = check_claims(result)
-    result.tables = make_tables(result)
-    result.notes = [
+    jobs = [(names[kind], f"resnet{cfg.depth}", {"width": cfg.width} | (stochastic if kind == "stochastic" else {}),
+             seed) for kind in ("constant", "stochastic") for seed in cfg.seeds()]
+    return run_comparison(Result, cfg, jobs, progress, claims=check_claims, tables=make_tables, notes=make_notes)
+
+
+def make_notes(result: Result) -> list[str]:
+    cfg = result.config
+    return [
         f"Same recipe for both: {cfg.steps} iterations of batch {cfg.batch_size} on {cfg.data}, lr {cfg.lr:g} "
         f"({cfg.schedule}), weight decay {cfg.weight_decay:g}, width x{cfg.width:g}.  Drop probabilities decay "
         f"linearly from ~0 at the first block to {cfg.p_last:g} at the last; "
@@ -86,8 +85,6 @@ def run(cfg: Config, progress: Progress | None = None) -> Result:
         "paper trains 500 epochs).  In a short run (like the demo's) both nets are still fitting the data and dropping "
         "blocks only slows that down, so the test-error claim is not expected to hold there.",
     ]
-    result.wall_time_s = time.perf_counter() - t0
-    return result
 
 
 def tail_loss(r: Run, tail: float) -> float:

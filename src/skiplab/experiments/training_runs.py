@@ -319,6 +319,21 @@ def train_jobs(recipe: Recipe, jobs: list[tuple[str, str, dict[str, Any], int]],
     return runs
 
 
+def run_comparison(result_cls: type[ComparisonResult], recipe: Recipe,
+                   jobs: list[tuple[str, str, dict[str, Any], int]], progress: Progress | None, *,
+                   claims: Callable[[Any], list[Claim]], tables: Callable[[Any], list[Table]],
+                   notes: Callable[[Any], list[str]]) -> Any:
+    """A training comparison's ``run``: train ``jobs`` (see :func:`train_jobs`), then compute the result's claims,
+    tables and notes from its runs — each experiment supplies those three and its job list."""
+    t0 = time.perf_counter()
+    result = result_cls(recipe, train_jobs(recipe, jobs, progress), [], [])
+    result.claims = claims(result)
+    result.tables = tables(result)
+    result.notes = notes(result)
+    result.wall_time_s = time.perf_counter() - t0
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- summaries
 def epoch_progress(progress: Progress | None, done: int, total: int, what: str
                    ) -> Callable[[dict[str, Any]], None] | None:

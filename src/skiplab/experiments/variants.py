@@ -11,12 +11,11 @@ Reported per net: parameters, training and test error curves, final errors, and 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment
-from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, by_label, mean_of, pct, train_jobs
+from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, by_label, mean_of, pct, run_comparison
 
 MERGES = ("add", "concat", "gate")
 
@@ -83,14 +82,8 @@ class Result(ComparisonResult):
 
 
 def run(cfg: Config, progress: Progress | None = None) -> Result:
-    t0 = time.perf_counter()
-    runs = train_jobs(cfg, [(n.label, n.model, n.kwargs, seed) for n in cfg.nets for seed in cfg.seeds()], progress)
-    result = Result(cfg, runs, [], [])
-    result.claims = check_claims(result)
-    result.tables = make_tables(result)
-    result.notes = make_notes(result)
-    result.wall_time_s = time.perf_counter() - t0
-    return result
+    jobs = [(n.label, n.model, n.kwargs, seed) for n in cfg.nets for seed in cfg.seeds()]
+    return run_comparison(Result, cfg, jobs, progress, claims=check_claims, tables=make_tables, notes=make_notes)
 
 
 def _net(cfg: Config, merge: str) -> Net | None:
