@@ -5,7 +5,7 @@
 #   bash benchmarks/cpu_suite.sh [OUT_DIR]        # default bench_out/; ~35 minutes on the 2-core machine
 #
 # Each table is also written to OUT_DIR/<name>.txt.  SUITE_SKIP="memory demo" skips the named parts (step, step1,
-# ablation, train, epoch, infer, memory, landscape, data, demo).
+# ablation, conv, train, epoch, infer, memory, landscape, contention, data, demo).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -22,6 +22,8 @@ skip step1 || { $PY benchmarks/bench_step.py --threads 1 --clock cpu --models re
 # each speed option's effect (channels_last, fused SGD, allocator, compile, per-step .item()), resnet20
 skip ablation || { $PY benchmarks/bench_step.py --models resnet20 --ablation 2>&1 | tee "$OUT/step_ablation.txt" \
     || status=1; }
+# where the step's time goes: profile by op, each convolution direction's GFLOP/s against the matmul peak
+skip conv || { $PY benchmarks/bench_conv.py 2>&1 | grep -v USDT | tee "$OUT/conv.txt" || status=1; }
 # training-loop throughput (loader + step) and projected epoch time, resnet20/56 on the shared CIFAR-10
 skip train || { $PY benchmarks/bench_train.py --amp none --channels-last off,on 2>&1 | tee "$OUT/train.txt" || status=1; }
 # a whole `skiplab train` epoch (data, evaluation, checkpoint) against pure model steps, resnet20, ~7 minutes
@@ -32,6 +34,8 @@ skip infer || { .venv/bin/skiplab bench infer --model resnet50 2>&1 | tee "$OUT/
 skip memory || { $PY benchmarks/bench_memory.py 2>&1 | tee "$OUT/memory.txt" || status=1; }
 # loss-landscape points/s, ours vs the straightforward loop, and 2 processes vs 1
 skip landscape || { $PY benchmarks/bench_landscape.py 2>&1 | tee "$OUT/landscape.txt" || status=1; }
+# a step beside a busy process: 2 threads vs 1, OMP_WAIT_POLICY active vs passive
+skip contention || { $PY benchmarks/bench_contention.py 2>&1 | tee "$OUT/contention.txt" || status=1; }
 # the input pipeline
 skip data || { $PY benchmarks/bench_data.py 2>&1 | tee "$OUT/data.txt" || status=1; }
 # `make demo`'s job end to end (budget: 10 minutes)
