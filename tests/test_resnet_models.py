@@ -35,6 +35,7 @@ def on_meta(name: str, **kwargs) -> nn.Module:
     ("wide_resnet50_2", 68_883_240), ("wide_resnet101_2", 126_886_696), ("resnext50_32x4d", 25_028_904),
     ("resnext101_32x8d", 88_791_336), ("resnext101_64x4d", 83_455_272),  # torchvision's counts
     ("resnet50v2", 25_568_360), ("resnet101v2", 44_577_896), ("resnet152v2", 60_236_904),  # Keras' trainable
+    ("resnet50_keras", 25_583_592), ("resnet101_keras", 44_601_832), ("resnet152_keras", 60_268_520),  # same
     ("resnet20", 269_722), ("resnet32", 464_154), ("resnet44", 658_586), ("resnet56", 853_018),
     ("resnet110", 1_727_962), ("resnet1202", 19_421_274),  # He et al. 2015 Table 6 (0.27M ... 19.4M)
     # Option A has no parameters, so the plain CIFAR twins have exactly as many as the ResNets.
@@ -57,6 +58,23 @@ def test_resnet_v2_counts_match_keras_applications_with_bn_statistics() -> None:
     assert first.shortcut.conv.bias is not None and first.branch.conv1.in_channels == 64  # biased projection
     assert last.branch.conv2.stride == (2, 2) and type(last.shortcut).__name__ == "ZeroPadShortcut"  # subsample
     assert model.stages[3][-1].branch.conv2.stride == (1, 1)  # the last stage keeps its resolution
+
+
+def test_keras_v1_layout_counts_and_structure() -> None:
+    """Keras Applications' ResNet50/101/152 totals (moving statistics included): 25,636,712 / 44,707,176 /
+    60,419,944; the stride on the first 1x1, a bias on every convolution, epsilon 1.001e-5."""
+    for name, keras_total in [("resnet50_keras", 25_636_712), ("resnet101_keras", 44_707_176),
+                              ("resnet152_keras", 60_419_944)]:
+        model = on_meta(name)
+        stats = sum(b.numel() for k, b in model.named_buffers() if k.endswith(("running_mean", "running_var")))
+        assert n_params(model) + stats == keras_total
+    model = on_meta("resnet50_keras")
+    down = model.stages[1][0]
+    assert down.branch.conv1.stride == (2, 2) and down.branch.conv2.stride == (1, 1)
+    assert all(m.bias is not None for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {1.001e-5}
+    # the same stages as torchvision's resnet50 otherwise: only the biases (one per BN channel) are extra
+    assert n_params(model) - n_params(on_meta("resnet50")) == (25_636_712 - 25_583_592) // 2
 
 
 def test_preact_conv_weights_match_the_papers_rounded_counts() -> None:
