@@ -141,7 +141,8 @@ def create_model(name: str, *, weights: str | None = None, **kwargs: Any) -> nn.
     """Build a registered model: ``create_model("resnet20", num_classes=100)``.
 
     ``weights`` is a path to a safetensors or PyTorch state-dict file (our own, or torchvision's format for the
-    ImageNet ResNets and DenseNets); it is loaded without unpickling arbitrary objects.  An argument the model
+    ImageNet ResNets and DenseNets), or a Keras HDF5 file for the Keras layouts (``resnet50_keras``,
+    ``resnet50v2``, the DenseNets); it is loaded without unpickling arbitrary objects.  An argument the model
     does not take raises :class:`ModelArgumentError` naming it and listing those it does.
     """
     entry = get_entry(name)

@@ -9,7 +9,7 @@
   a pickle that tries to build anything but tensors and containers is refused.  It unwraps training
   checkpoints (``{"state_dict": ...}``, ``{"model": ...}``) and DDP / ``torch.compile`` prefixes, and lets a
   model convert foreign key names through its ``remap_state_dict(state_dict)`` hook (torchvision's ResNet and
-  DenseNet checkpoints).  Mismatches raise a ValueError naming the missing and unexpected keys and the shapes
+  DenseNet checkpoints; Keras Applications' HDF5 files, read by :mod:`skiplab.keras_weights` with h5py).  Mismatches raise a ValueError naming the missing and unexpected keys and the shapes
   that differ.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ from safetensors.torch import load_file as safetensors_load_file
 from safetensors.torch import save as safetensors_save_bytes
 
 from skiplab.io import atomic_write_bytes
+from skiplab.keras_weights import KERAS_MODELS, is_hdf5, read_keras_h5
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # training checkpoints nest the weights under these
@@ -121,6 +122,11 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise FileNotFoundError(f"weights file not found: {path}")
     with path.open("rb") as f:
         head = f.read(16)
+    if is_hdf5(head) or path.suffix in (".h5", ".hdf5"):
+        return read_keras_h5(path), {"format": "keras-h5"}  # arrays in Keras' layouts; models remap them
+    if path.suffix == ".keras":
+        raise ValueError(f"{path} is a Keras 3 archive: its weights name layers by class and position, not by name. "
+                         "In Keras, save the model as HDF5 instead (model.save('model.h5')) and load that")
     is_torch = path.suffix in TORCH_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80"
     if not is_torch and path.suffix != ".safetensors" and not _looks_like_safetensors(head):
         raise ValueError(f"{path}: not a safetensors or PyTorch weights file (unknown suffix {path.suffix!r})")
@@ -231,6 +237,8 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
             shown = "; ".join(f"{k}: model {list(a)} vs file {list(b)}" for k, a, b in mismatched[:SHOW])
             more = f"; ... ({len(mismatched) - SHOW} more)" if len(mismatched) > SHOW else ""
             lines.append(f"  {len(mismatched)} shape mismatches: {shown}{more}")
+        if metadata.get("format") == "keras-h5":
+            lines.append(f"  (a Keras file: it loads into the Keras layouts — {KERAS_MODELS})")
         raise ValueError("\n".join(lines))
     if their_name and getattr(model, "model_name", None) and their_name != model.model_name:
         # Same keys and shapes (e.g. a plain twin and its residual net), but a different model: say so.

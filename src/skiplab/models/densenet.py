@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
+from skiplab.keras_weights import densenet_module, from_keras, looks_like_keras
 from skiplab.blocks.base import check_skip
 from skiplab.blocks.dense import DENSE_SKIPS, DenseBlock, Transition, check_drop_rate, compressed_channels
 from skiplab.layers.norm_act import check_positive
@@ -130,7 +131,8 @@ class DenseNet(SkipNet):
                 nn.init.zeros_(m.bias)
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Convert a torchvision DenseNet state dict (current or legacy key names) to this model's keys.
+        """Convert a torchvision DenseNet state dict (current or legacy key names), or Keras Applications'
+        DenseNet weights as :func:`skiplab.keras_weights.read_keras_h5` reads them, to this model's keys.
 
         ``features.conv0/norm0`` -> ``stem.conv/norm``; ``features.denseblock{i}.denselayer{j}.{norm1,conv1,...}``
         -> ``stages.{i-1}.block.denselayer{j}.branch.{...}``; ``features.transition{i}`` ->
@@ -140,6 +142,8 @@ class DenseNet(SkipNet):
         filled with 0 (they only matter for BN with ``momentum=None``).  A DataParallel ``module.`` prefix is
         dropped; keys already in our format pass unchanged.  Returns a new dict sharing the tensors.
         """
+        if looks_like_keras(state_dict):  # Keras Applications' DenseNet121/169/201 (.h5)
+            return from_keras(state_dict, densenet_module)
         out = {_remap_key(key): value for key, value in state_dict.items()}
         if not any(key.endswith("num_batches_tracked") for key in out):
             for key, value in self.state_dict().items():

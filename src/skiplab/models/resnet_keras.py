@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from skiplab.blocks.residual import Bottleneck
+from skiplab.keras_weights import from_keras, looks_like_keras, resnet_module
 from skiplab.models.resnet import HIGHWAY_PAPER, PAPER, TWIN_SKIPS, ResNet, define_entrypoint, twin_name
 from skiplab.models.resnet_v2 import KERAS_BN_EPS
 
@@ -52,7 +53,9 @@ class KerasResNet(ResNet):
                 m.eps = KERAS_BN_EPS
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return state_dict  # torchvision's checkpoints are the other layout (stride on the 3x3, no conv biases)
+        """Keras' ResNet50/101/152 weights (read from their .h5 files) -> ours; anything else unchanged
+        (torchvision's checkpoints are the other layout: stride on the 3x3, no conv biases)."""
+        return from_keras(state_dict, resnet_module) if looks_like_keras(state_dict) else state_dict
 
 
 def resnet_keras(depth: int, **kwargs: Any) -> KerasResNet:

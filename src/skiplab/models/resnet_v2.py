@@ -20,9 +20,11 @@ from collections import OrderedDict
 from functools import partial
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from skiplab.blocks.residual import ResidualUnit
+from skiplab.keras_weights import from_keras, looks_like_keras, resnet_module
 from skiplab.layers.drop_path import check_drop_prob, linear_decay, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive, conv1x1, conv3x3, get_act, get_norm2d
 from skiplab.models.base import SkipNet
@@ -114,6 +116,21 @@ class ResNetV2(SkipNet):
             if isinstance(m, nn.BatchNorm2d):
                 m.eps = KERAS_BN_EPS
         init_resnet_weights(self)
+
+
+    def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keras' ResNet50V2/101V2/152V2 weights (read from their .h5 files) -> ours; anything else unchanged."""
+        if not looks_like_keras(state_dict):
+            return state_dict
+
+        def preact(stage: int, block: int) -> str:  # shared with the projection, or the branch's first layer
+            try:
+                shared = isinstance(self.stages[stage][block].preact, nn.Sequential)
+            except IndexError:  # a deeper net's file: the key stays unknown and is reported
+                shared = False
+            return "preact.bn0" if shared else "branch.bn0"
+
+        return from_keras(state_dict, partial(resnet_module, preact=preact))
 
 
 def resnet_v2(depth: int, **kwargs: Any) -> ResNetV2:

@@ -1,0 +1,152 @@
+"""Keras weights in, skiplab state dicts out: the HDF5 files of Keras Applications (``resnet50_weights_tf_dim_
+ordering_tf_kernels.h5``...) and anything saved in Keras' named HDF5 layout (tf.keras ``save_weights("x.h5")``,
+``model.save("x.h5")`` in Keras 2 or 3).
+
+The file is read with h5py (``pip install skiplab[keras]``): arrays and attributes only, nothing is executed or
+unpickled.  :func:`read_keras_h5` gives ``{"<layer name>/<variable>": tensor}`` in Keras' own layouts; a model
+whose ``remap_state_dict`` knows Keras' layer names (``resnet50_keras``..., ``resnet50v2``..., the DenseNets)
+turns that into its state dict with :func:`from_keras`, so ``skiplab.load_weights(model, "x.h5")`` just works.
+
+Layouts: a Conv2D kernel is (kh, kw, in, out) -> (out, in, kh, kw); a Dense kernel (in, out) -> (out, in); a
+BatchNormalization's gamma/beta/moving_mean/moving_variance -> weight/bias/running_mean/running_var.  Keras
+Applications' ResNet50/101/152 (v1) expect Caffe-style inputs (BGR, mean subtracted, not scaled) and the V2 nets
+and DenseNets their own scaling; the weights are converted as they are, the input convention stays the user's.
+skiplab's DenseNets keep torchvision's BatchNorm epsilon (1e-5, Keras 1.001e-5): logits agree within 1e-4.
+
+Keras 3's ``.weights.h5`` files name layers by class and position (``conv2d_17``), not by name; they are refused
+with how to save a named file instead.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# the models whose remap_state_dict reads Keras files, with the Keras Applications model each one is
+KERAS_MODELS = ("resnet50_keras / resnet101_keras / resnet152_keras (ResNet50/101/152), resnet50v2 / resnet101v2 / "
+                "resnet152v2 (ResNet50V2/101V2/152V2), densenet121 / densenet169 / densenet201 (DenseNet121/169/201)")
+# Keras variable -> the PyTorch parameter or buffer name
+VARIABLES = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
+             "moving_variance": "running_var"}
+_KEY = re.compile(r"^(?P<layer>.+)/(?P<var>kernel|bias|gamma|beta|moving_mean|moving_variance)$")
+
+
+def is_hdf5(head: bytes) -> bool:
+    return head[:8] == HDF5_SIGNATURE
+
+
+def _text(value: object) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def read_keras_h5(path: str | Path) -> dict[str, torch.Tensor]:
+    """``{"<layer>/<variable>": tensor}`` from a Keras HDF5 weights or model file, arrays as Keras stores them."""
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError(f"reading the Keras file {path} needs h5py: pip install 'skiplab[keras]' (or h5py)") from None
+    path = Path(path)
+    out: dict[str, torch.Tensor] = {}
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
+        root = f["model_weights"] if "model_weights" in f else f  # model.save("x.h5") nests the weights
+        if "layer_names" not in root.attrs:
+            if "layers" in root:
+                raise ValueError(
+                    f"{path} is a Keras 3 '.weights.h5' file: it names layers by class and position, not by name, "
+                    "so they cannot be matched to a network's layers. In Keras, save a named file instead: "
+                    "model.save('model.h5') (the HDF5 layout), then load that")
+            raise ValueError(f"{path}: an HDF5 file without Keras' 'layer_names' attribute; expected Keras weights "
+                             "(save_weights('x.h5') / model.save('x.h5') / Keras Applications' .h5 files)")
+        for layer in map(_text, root.attrs["layer_names"]):
+            group = root[layer]
+            for weight in map(_text, group.attrs.get("weight_names", [])):
+                var = weight.rsplit("/", 1)[-1].split(":", 1)[0]  # "conv1_conv/kernel:0" -> "kernel"
+                key = f"{layer}/{var}"
+                if key in out:
+                    raise ValueError(f"{path}: layer {layer!r} has two variables named {var!r}")
+                out[key] = torch.from_numpy(np.array(group[weight], dtype=np.float32))
+    if not out:
+        raise ValueError(f"{path}: a Keras file with no weights")
+    return out
+
+
+def looks_like_keras(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether every key is Keras' ``<layer>/<variable>`` (what :func:`read_keras_h5` returns)."""
+    return bool(state) and all(_KEY.match(k) for k in state)
+
+
+def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str], str | None]) -> dict[str, torch.Tensor]:
+    """Keras ``<layer>/<variable>`` tensors -> a PyTorch state dict.  ``module_for(layer)`` names the module a
+    Keras layer becomes (``"conv2_block1_1_conv"`` -> ``"stages.0.0.branch.conv1"``), or None for a layer the
+    model does not know: such keys are kept as they are, so that loading reports them as unexpected."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        m = _KEY.match(key)
+        module = module_for(m["layer"]) if m else None
+        if module is None:
+            out[key] = value
+            continue
+        if m["var"] == "kernel" and value.dim() == 4:
+            value = value.permute(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
+        elif m["var"] == "kernel" and value.dim() == 2:
+            value = value.t()  # Dense (in, out) -> Linear (out, in)
+        out[f"{module}.{VARIABLES[m['var']]}"] = value.contiguous()
+        if m["var"] == "moving_mean":  # Keras keeps no update counter; PyTorch's BatchNorm has one
+            out.setdefault(f"{module}.num_batches_tracked", torch.zeros((), dtype=torch.long))
+    return out
+
+
+_DENSE_LAYER = re.compile(r"^conv(?P<stage>[2-5])_block(?P<layer>\d+)_(?P<part>[012])_(?P<kind>conv|bn)$")
+_DENSE_PARTS = {("0", "bn"): "norm1", ("1", "conv"): "conv1", ("1", "bn"): "norm2", ("2", "conv"): "conv2"}
+_TRANSITION = re.compile(r"^pool(?P<stage>[2-4])_(?P<kind>conv|bn)$")
+
+
+def densenet_module(layer: str) -> str | None:
+    """Keras Applications' DenseNet layer names (``conv1/conv`` or ``conv1_conv``, ``conv2_block1_0_bn``, ``pool2_conv``, ``bn``,
+    ``predictions``) -> skiplab's DenseNet modules."""
+    if layer in _HEAD:
+        return _HEAD[layer]
+    if layer in ("conv1/conv", "conv1/bn", "conv1_conv", "conv1_bn"):  # tf.keras 2 / Keras 3 names
+        return "stem.conv" if layer.endswith("conv") else "stem.norm"
+    if layer == "bn":
+        return "head.norm"
+    m = _DENSE_LAYER.match(layer)
+    if m is not None and (m["part"], m["kind"]) in _DENSE_PARTS:
+        return f"stages.{int(m['stage']) - 2}.block.denselayer{m['layer']}.branch.{_DENSE_PARTS[m['part'], m['kind']]}"
+    m = _TRANSITION.match(layer)
+    if m is not None:
+        return f"stages.{int(m['stage']) - 2}.transition.{'conv' if m['kind'] == 'conv' else 'norm'}"
+    return None
+
+
+_RESNET_BLOCK = re.compile(r"^conv(?P<stage>[2-5])_block(?P<block>\d+)_(?P<part>\d|preact)_(?P<kind>conv|bn)$")
+_HEAD = {"predictions": "head.fc", "fc1000": "head.fc", "probs": "head.fc"}
+
+
+def resnet_module(layer: str, *, preact: Callable[[int, int], str] | None = None) -> str | None:
+    """Keras Applications' ResNet layer names -> skiplab's ResNet modules (v1 and V2).  ``preact(stage, block)``
+    gives where a V2 unit's ``preact_bn`` lives (shared with the projection, or first in the branch)."""
+    if layer in _HEAD:
+        return _HEAD[layer]
+    if layer in ("conv1_conv", "conv1_bn"):
+        return "stem.conv" if layer.endswith("conv") else "stem.bn"
+    if layer == "post_bn":
+        return "head.bn"
+    m = _RESNET_BLOCK.match(layer)
+    if m is None:
+        return None
+    stage, block = int(m["stage"]) - 2, int(m["block"]) - 1
+    unit = f"stages.{stage}.{block}"
+    if m["part"] == "preact":
+        return f"{unit}.{preact(stage, block)}" if preact is not None and m["kind"] == "bn" else None
+    if m["part"] == "0":
+        return f"{unit}.shortcut.{m['kind']}"
+    return f"{unit}.branch.{m['kind']}{m['part']}"

@@ -1,0 +1,94 @@
+"""Keras Applications' networks against ours, with Keras itself (Keras 3 on its PyTorch backend, a test
+dependency): every weight of a Keras ResNet50 / ResNet50V2 / DenseNet121 randomised, saved as Keras' HDF5, loaded
+by skiplab.load_weights into resnet50_keras / resnet50v2 / densenet121, and the logits compared."""
+from __future__ import annotations
+
+import os
+
+os.environ["KERAS_BACKEND"] = "torch"  # before Keras is imported: its default backend is TensorFlow
+
+import h5py  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import skiplab  # noqa: E402
+from skiplab.keras_weights import looks_like_keras, read_keras_h5  # noqa: E402
+from skiplab.weights import load_weights  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' torch backend's numpy calls
+
+PAIRS = [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2"), ("DenseNet121", "densenet121")]
+SIZE, CLASSES = 64, 10
+
+
+def keras_model(name: str, seed: int = 0) -> keras.Model:
+    """A Keras Applications net with every variable random: kernels (Glorot at creation), and biases, BN scales,
+    offsets and moving statistics too — zeros and ones would hide a BatchNorm mapped to the wrong layer."""
+    keras.utils.set_random_seed(seed)
+    model = getattr(keras.applications, name)(weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+                                              classifier_activation=None)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        for var in layer.weights:
+            if var.path.endswith(("bias", "beta", "moving_mean")):
+                var.assign(rng.normal(0, 0.1, var.shape).astype("float32"))
+            elif var.path.endswith(("gamma", "moving_variance")):
+                var.assign(rng.uniform(0.5, 1.5, var.shape).astype("float32"))
+    return model
+
+
+def save_both_layouts(model: keras.Model, tmp_path) -> tuple:
+    """``model.save("x.h5")`` (weights nested under model_weights) and the same weights at the file's root — the
+    layout of Keras Applications' downloadable weight files."""
+    full = tmp_path / "model.h5"
+    model.save(full)
+    weights_only = tmp_path / "weights.h5"
+    with h5py.File(full, "r") as src, h5py.File(weights_only, "w") as dst:
+        for key, value in src["model_weights"].attrs.items():
+            dst.attrs[key] = value
+        for name in src["model_weights"]:
+            src["model_weights"].copy(name, dst)
+    return full, weights_only
+
+
+@pytest.mark.parametrize("keras_name, ours", PAIRS)
+def test_keras_applications_weights_give_keras_outputs(keras_name, ours, tmp_path):
+    kmodel = keras_model(keras_name)
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    expected = kmodel(x.permute(0, 2, 3, 1).numpy(), training=False)
+    expected = torch.as_tensor(np.asarray(keras.ops.convert_to_numpy(expected)))
+    for path in save_both_layouts(kmodel, tmp_path):
+        net = skiplab.create_model(ours, num_classes=CLASSES).eval()
+        load_weights(net, path)
+        with torch.no_grad():
+            got = net(x)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_read_keras_h5_keeps_keras_names_and_layouts(tmp_path):
+    _, path = save_both_layouts(keras_model("ResNet50"), tmp_path)
+    state = read_keras_h5(path)
+    assert looks_like_keras(state)
+    assert state["conv1_conv/kernel"].shape == (7, 7, 3, 64) and state["predictions/kernel"].shape == (2048, CLASSES)
+    assert {"conv2_block1_0_bn/moving_variance", "conv5_block3_3_conv/bias"} <= set(state)
+    # BN statistics + conv biases + everything else = Keras' own count of its weights
+    assert sum(v.numel() for v in state.values()) == keras_model("ResNet50").count_params()
+
+
+def test_keras_files_that_cannot_be_matched_are_refused_clearly(tmp_path):
+    kmodel = keras_model("ResNet50")
+    kmodel.save_weights(tmp_path / "x.weights.h5")  # Keras 3: layers named by class and position
+    with pytest.raises(ValueError, match=r"Keras 3 '\.weights\.h5' file.*model\.save\('model\.h5'\)"):
+        load_weights(skiplab.create_model("resnet50_keras", num_classes=CLASSES), tmp_path / "x.weights.h5")
+    kmodel.save(tmp_path / "x.keras")
+    with pytest.raises(ValueError, match="Keras 3 archive"):
+        load_weights(skiplab.create_model("resnet50_keras", num_classes=CLASSES), tmp_path / "x.keras")
+    full, _ = save_both_layouts(kmodel, tmp_path)
+    with pytest.raises(ValueError, match=r"(?s)missing keys.*a Keras file: it loads into the Keras layouts.*resnet50_keras"):
+        load_weights(skiplab.create_model("resnet50", num_classes=CLASSES), full)  # torchvision's layout
+    (tmp_path / "empty.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    with pytest.raises(ValueError, match="not a readable HDF5 file"):
+        load_weights(skiplab.create_model("resnet50_keras"), tmp_path / "empty.h5")
