@@ -14,7 +14,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import skiplab  # noqa: E402
-from skiplab.keras_weights import looks_like_keras, read_keras_h5  # noqa: E402
+from skiplab.keras_weights import KERAS_APPLICATIONS, keras_preprocess, looks_like_keras, preprocessing_mode, \
+    read_keras_h5  # noqa: E402
 from skiplab.weights import load_weights  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' torch backend's numpy calls
@@ -92,3 +93,25 @@ def test_keras_files_that_cannot_be_matched_are_refused_clearly(tmp_path):
     (tmp_path / "empty.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(ValueError, match="not a readable HDF5 file"):
         load_weights(skiplab.create_model("resnet50_keras"), tmp_path / "empty.h5")
+
+
+@pytest.mark.parametrize("ours, keras_module", [("resnet50_keras", "resnet"), ("resnet101v2", "resnet_v2"),
+                                                ("densenet201", "densenet")])
+def test_keras_preprocess_matches_keras_preprocess_input(ours, keras_module):
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 255
+    expected = getattr(keras.applications, keras_module).preprocess_input(images.permute(0, 2, 3, 1).numpy().copy())
+    got = keras_preprocess(images, preprocessing_mode(ours))
+    torch.testing.assert_close(got.permute(0, 2, 3, 1), torch.as_tensor(np.ascontiguousarray(expected)), rtol=1e-5,
+                               atol=1e-4)
+
+
+def test_every_keras_counterpart_is_registered_and_named_after_a_keras_application():
+    for ours, theirs in KERAS_APPLICATIONS.items():
+        assert ours in skiplab.list_models() and hasattr(keras.applications, theirs)
+    with pytest.raises(ValueError, match="'resnet50' has no Keras Applications counterpart; those that do: "
+                                         "resnet50_keras \\(ResNet50\\)"):
+        preprocessing_mode("resnet50")
+    with pytest.raises(ValueError, match=r"images must be \(N, 3, H, W\) RGB; got shape \(3, 8, 8\)"):
+        keras_preprocess(torch.zeros(3, 8, 8), "caffe")
+    with pytest.raises(ValueError, match="mode must be 'caffe', 'tf' or 'torch'; got 'inception'"):
+        keras_preprocess(torch.zeros(1, 3, 8, 8), "inception")

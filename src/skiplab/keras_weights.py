@@ -26,9 +26,11 @@ import numpy as np
 import torch
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-# the models whose remap_state_dict reads Keras files, with the Keras Applications model each one is
-KERAS_MODELS = ("resnet50_keras / resnet101_keras / resnet152_keras (ResNet50/101/152), resnet50v2 / resnet101v2 / "
-                "resnet152v2 (ResNet50V2/101V2/152V2), densenet121 / densenet169 / densenet201 (DenseNet121/169/201)")
+# skiplab model -> the Keras Applications net whose weights it loads (its remap_state_dict reads Keras files)
+KERAS_APPLICATIONS = {"resnet50_keras": "ResNet50", "resnet101_keras": "ResNet101", "resnet152_keras": "ResNet152",
+                      "resnet50v2": "ResNet50V2", "resnet101v2": "ResNet101V2", "resnet152v2": "ResNet152V2",
+                      "densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201"}
+KERAS_MODELS = ", ".join(f"{ours} ({theirs})" for ours, theirs in KERAS_APPLICATIONS.items())
 # Keras variable -> the PyTorch parameter or buffer name
 VARIABLES = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
              "moving_variance": "running_var"}
@@ -150,3 +152,36 @@ def resnet_module(layer: str, *, preact: Callable[[int, int], str] | None = None
     if m["part"] == "0":
         return f"{unit}.shortcut.{m['kind']}"
     return f"{unit}.branch.{m['kind']}{m['part']}"
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+# What Keras Applications feed these nets (keras.applications.<module>.preprocess_input)
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def keras_preprocess(images: torch.Tensor, mode: str) -> torch.Tensor:
+    """RGB images with values in [0, 255], shape (N, 3, H, W), as a Keras Applications net trained with ``mode``
+    expects them (what ``keras.applications.<net>.preprocess_input`` does to NHWC arrays): ``"caffe"`` (ResNet50/
+    101/152) RGB -> BGR and the ImageNet BGR means subtracted; ``"tf"`` (the V2 nets) scaled to [-1, 1];
+    ``"torch"`` (DenseNets) scaled to [0, 1] and normalised by the ImageNet mean and std."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W) RGB; got shape {tuple(images.shape)}")
+    x = images.float()
+    if mode == "caffe":
+        return x.flip(1) - torch.tensor(_CAFFE_BGR_MEAN, device=x.device).view(1, 3, 1, 1)
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        mean = torch.tensor(_TORCH_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(_TORCH_STD, device=x.device).view(1, 3, 1, 1)
+        return (x / 255.0 - mean) / std
+    raise ValueError(f"mode must be 'caffe', 'tf' or 'torch'; got {mode!r}")
+
+
+def preprocessing_mode(model_name: str) -> str:
+    """The Keras preprocessing mode of a model with Keras Applications weights (``resnet50_keras`` -> ``"caffe"``)."""
+    if model_name not in KERAS_APPLICATIONS:
+        raise ValueError(f"{model_name!r} has no Keras Applications counterpart; those that do: {KERAS_MODELS}")
+    keras_name = KERAS_APPLICATIONS[model_name]
+    return "tf" if keras_name.endswith("V2") else "torch" if keras_name.startswith("DenseNet") else "caffe"
