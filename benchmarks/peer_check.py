@@ -46,6 +46,9 @@ PAIRS = [
     ("timm", "timm:resnext50_32x4d", "resnext50_32x4d", 224),
     ("timm", "timm:wide_resnet50_2", "wide_resnet50_2", 224),
     ("timm", "timm:densenet121", "densenet121", 224),
+    ("timm", "timm:resnet18d", "resnet18d", 224),
+    ("timm", "timm:resnet50d", "resnet50d", 224),
+    ("timm", "timm:resnet101d", "resnet101d", 224),
 ]
 
 

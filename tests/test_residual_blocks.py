@@ -1,4 +1,4 @@
-"""Residual blocks: shortcut options A/B/C, stride placement, twins, lesioning, zero-init identity, the five
+"""Residual blocks: shortcut options A/B/C/D, stride placement, twins, lesioning, zero-init identity, the five
 pre-activation orderings (checked against their formulas)."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from skiplab.blocks.base import count_skips
 from skiplab.blocks.preact import ORDERINGS, PreActBasicBlock, PreActBottleneck
 from skiplab.blocks.residual import BasicBlock, Bottleneck, make_stage
-from skiplab.layers.shortcuts import NoShortcut, ProjectionShortcut, ZeroPadShortcut, make_shortcut
+from skiplab.layers.shortcuts import AvgDownShortcut, NoShortcut, ProjectionShortcut, ZeroPadShortcut, \
+    make_shortcut
 
 
 def n_params(m: nn.Module) -> int:
@@ -55,9 +56,22 @@ def test_shortcut_b_projects_only_when_shapes_change_and_c_always() -> None:
     assert not hasattr(make_shortcut("B", 4, 8, 2, norm="none"), "bn")
 
 
+def test_shortcut_d_pools_every_pixel_then_projects() -> None:
+    """ResNet-D: 2x2 average pooling (a window cut by the border averages what it covers), then a stride-1 1x1."""
+    assert isinstance(make_shortcut("D", 8, 8, 1), nn.Identity)
+    sc = make_shortcut("D", 4, 8, 2).eval()
+    assert isinstance(sc, AvgDownShortcut) and sc.conv.stride == (1, 1) and n_params(sc) == 4 * 8 + 2 * 8
+    x = torch.randn(2, 4, 5, 5)
+    pooled = torch.stack([torch.stack([x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean((2, 3)) for j in range(3)], -1)
+                          for i in range(3)], -2)  # N, C, 3, 3; the last row and column average 2 or 1 pixels
+    expected = sc.bn(F.conv2d(pooled, sc.conv.weight))
+    torch.testing.assert_close(sc(x), expected)
+    assert not hasattr(make_shortcut("D", 4, 8, 1), "pool") and make_shortcut("D", 4, 8, 1)(x).shape == (2, 8, 5, 5)
+
+
 def test_shortcut_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="shortcut must be one of.*'D'"):
-        make_shortcut("D", 4, 4, 1)
+        make_shortcut("E", 4, 4, 1)
     with pytest.raises(ValueError, match="out_channels must be >= in_channels"):
         make_shortcut("A", 8, 4, 1)
     with pytest.raises(ValueError, match="stride must be a positive integer"):

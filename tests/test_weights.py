@@ -55,9 +55,16 @@ class RefBottleneck(nn.Module):
 
 
 class RefResNet(nn.Module):
-    def __init__(self, block: type, layers: list[int], num_classes: int = 1000) -> None:
+    """torchvision's ResNet; ``deep=True``: timm's ResNet-D instead (``resnet50d``: conv1 a Sequential of three
+    3x3 convolutions 32-32-64 with BN + ReLU between, downsample = AvgPool2d(2, stride, ceil_mode=True,
+    count_include_pad=False) or Identity, then a stride-1 1x1 conv and BN)."""
+
+    def __init__(self, block: type, layers: list[int], num_classes: int = 1000, deep: bool = False) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False) if not deep else nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 1, 1, bias=False))
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, 2, 1)
@@ -68,7 +75,11 @@ class RefResNet(nn.Module):
             for j in range(n):
                 s = stride if j == 0 else 1
                 down = None
-                if s != 1 or inplanes != planes * block.expansion:
+                if (s != 1 or inplanes != planes * block.expansion) and deep:
+                    pool = nn.AvgPool2d(2, s, ceil_mode=True, count_include_pad=False) if s > 1 else nn.Identity()
+                    down = nn.Sequential(pool, nn.Conv2d(inplanes, planes * block.expansion, 1, bias=False),
+                                         nn.BatchNorm2d(planes * block.expansion))
+                elif s != 1 or inplanes != planes * block.expansion:
                     down = nn.Sequential(nn.Conv2d(inplanes, planes * block.expansion, 1, s, bias=False),
                                          nn.BatchNorm2d(planes * block.expansion))
                 blocks.append(block(inplanes, planes, s, down))
@@ -86,11 +97,11 @@ class RefResNet(nn.Module):
 REFS = {"resnet18": (RefBasic, [2, 2, 2, 2]), "resnet50": (RefBottleneck, [3, 4, 6, 3])}
 
 
-def random_reference(name: str) -> RefResNet:
+def random_reference(name: str, deep: bool = False) -> RefResNet:
     """A reference net with every parameter and BN statistic random, so any mis-mapped key shows."""
     block, layers = REFS[name]
     with torch.device("meta"):  # skip the default init: every tensor is filled below
-        ref = RefResNet(block, layers)
+        ref = RefResNet(block, layers, deep=deep)
     ref = ref.to_empty(device="cpu")
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
@@ -124,6 +135,21 @@ def test_torchvision_checkpoint_loads_and_matches_reference(name: str, tmp_path:
     ref2.load_state_dict(ours.to_torchvision_state_dict(), strict=True)
     with torch.no_grad():
         assert (ref2(x) - expected).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_timm_resnet_d_checkpoint_loads_and_matches_reference(name: str, tmp_path: Path) -> None:
+    """timm's key names for its ResNet-D nets (conv1.0 ... conv1.6, bn1, downsample.1/.2 after the pooling)."""
+    ref = random_reference(name, deep=True)
+    assert {"conv1.6.weight", "bn1.running_var", "layer2.0.downsample.1.weight"} <= set(ref.state_dict())
+    torch.save(ref.state_dict(), tmp_path / "timm.pth")
+    ours = skiplab.create_model(f"{name}d", weights=str(tmp_path / "timm.pth")).eval()
+    x = torch.randn(1, 3, 67, 67)  # odd sizes: the pooled shortcut must meet the strided branch (ceil mode)
+    with torch.no_grad():
+        assert (ref(x) - ours(x)).abs().max().item() <= 1e-4
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    with pytest.raises(ValueError, match="stem='deep'"):
+        ours.to_torchvision_state_dict()
 
 
 def test_export_torchvision_file_and_refuse_non_torchvision_architectures(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ Recognition" (arXiv:1512.03385), section 3.3 / Table 3:
   (parameter-free; the CIFAR nets of section 4.2 use it).
 * "B": identity when shapes match; otherwise a 1x1 convolution with ``stride`` + BN projection (torchvision).
 * "C": a 1x1 projection on every block, even where the identity would fit.
+* "D": identity when shapes match; otherwise average-pool by ``stride``, then a stride-1 1x1 convolution + BN
+  (He et al. 2019, "Bag of Tricks for Image Classification", arXiv:1812.01187, ResNet-D; timm's ``avg_down``): a
+  strided 1x1 convolution reads one input pixel in four, the pooled one sees them all.
 * "none": the plain twin's placeholder — an ``nn.Identity`` where shapes match (used only to lesion the
   block) and a parameter-free :class:`NoShortcut` otherwise.
 
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 
 from skiplab.layers.norm_act import check_positive, conv1x1, get_norm2d
 
-SHORTCUT_KINDS = ("A", "B", "C", "none")
+SHORTCUT_KINDS = ("A", "B", "C", "D", "none")
 
 
 class ZeroPadShortcut(nn.Module):
@@ -63,6 +66,20 @@ class ProjectionShortcut(nn.Sequential):
         super().__init__(layers)
 
 
+class AvgDownShortcut(nn.Sequential):
+    """Option "D": ``stride`` x ``stride`` average pooling (windows cut by the border count only what they cover),
+    then a 1x1 convolution and a norm layer.  Submodules ``pool`` (absent at stride 1), ``conv`` and ``bn``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, norm: str = "batch") -> None:
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        if stride > 1:
+            layers["pool"] = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+        layers["conv"] = conv1x1(in_channels, out_channels)
+        if norm != "none":
+            layers["bn"] = get_norm2d(norm, out_channels)
+        super().__init__(layers)
+
+
 class NoShortcut(nn.Module):
     """The shortcut slot of a plain block whose shape changes: it has no skip path, so it cannot be lesioned."""
 
@@ -76,7 +93,8 @@ class NoShortcut(nn.Module):
 def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int = 1, *, norm: str = "batch") -> nn.Module:
     """The shortcut module for a block mapping ``in_channels`` to ``out_channels`` with ``stride``.
 
-    ``kind``: "A", "B", "C" (He et al. 2015) or "none" (plain twin); see the module docstring.
+    ``kind``: "A", "B", "C" (He et al. 2015), "D" (He et al. 2019) or "none" (plain twin); see the module
+    docstring.
     ``norm``: the projection's norm layer ("batch", "group" or "none").
     """
     if kind not in SHORTCUT_KINDS:
@@ -89,6 +107,8 @@ def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int = 
         return nn.Identity() if same_shape else NoShortcut()
     if kind == "C" or (kind == "B" and not same_shape):
         return ProjectionShortcut(in_channels, out_channels, stride, norm=norm)
+    if kind == "D" and not same_shape:
+        return AvgDownShortcut(in_channels, out_channels, stride, norm=norm)
     if same_shape:
         return nn.Identity()
     return ZeroPadShortcut(in_channels, out_channels, stride)

@@ -22,7 +22,7 @@ import torch.nn as nn
 from skiplab.blocks.base import zero_init_last
 from skiplab.blocks.residual import BasicBlock, Bottleneck, make_stage
 from skiplab.layers.drop_path import check_drop_prob, linear_decay, set_drop_path_mode
-from skiplab.layers.norm_act import check_positive, get_act, get_norm2d
+from skiplab.layers.norm_act import check_positive, conv3x3, get_act, get_norm2d
 from skiplab.models.base import SkipNet
 from skiplab.registry import register_model
 
@@ -31,6 +31,8 @@ HIGHWAY_PAPER = "Srivastava et al. 2015, Highway Networks, arXiv:1505.00387"
 WRN_PAPER = "Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146"
 RESNEXT_PAPER = "Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks, arXiv:1611.05431"
 TWIN_SKIPS = ("residual", "none", "highway")
+STEMS = ("standard", "deep")
+BAG_OF_TRICKS_PAPER = "He et al. 2019, Bag of Tricks for Image Classification with CNNs, arXiv:1812.01187"
 
 # depth -> (block, blocks per stage)
 IMAGENET_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
@@ -124,6 +126,11 @@ _TV_IN_BLOCK = {
     "downsample.0": "shortcut.conv",
     "downsample.1": "shortcut.bn",
 }
+# timm's ResNet-C/D (resnet50d...): the deep stem is conv1.0/1/3/4/6 + bn1; downsample.0 is the pooling
+_TIMM_D_TOP = {"conv1.0": "stem.conv1", "conv1.1": "stem.bn1", "conv1.3": "stem.conv2", "conv1.4": "stem.bn2",
+               "conv1.6": "stem.conv", "bn1": "stem.bn", "fc": "head.fc"}
+_TIMM_D_IN_BLOCK = {**{k: v for k, v in _TV_IN_BLOCK.items() if not k.startswith("downsample")},
+                    "downsample.1": "shortcut.conv", "downsample.2": "shortcut.bn"}
 _TV_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.(.+)$")
 _OUR_BLOCK_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.(.+)$")
 
@@ -135,12 +142,14 @@ def _swap_prefix(key: str, table: dict[str, str]) -> str | None:
     return None
 
 
-def torchvision_key_to_ours(key: str) -> str | None:
-    """``layer2.0.downsample.0.weight`` -> ``stages.1.0.shortcut.conv.weight``; None if it has no counterpart."""
+def torchvision_key_to_ours(key: str, top: dict[str, str] = _TV_TOP, in_block: dict[str, str] = _TV_IN_BLOCK
+                            ) -> str | None:
+    """``layer2.0.downsample.0.weight`` -> ``stages.1.0.shortcut.conv.weight``; None if it has no counterpart.
+    ``top``/``in_block``: the name tables (torchvision's by default, timm's ResNet-C/D ones for those nets)."""
     m = _TV_BLOCK_KEY.match(key)
     if m is None:
-        return _swap_prefix(key, _TV_TOP)
-    inner = _swap_prefix(m[3], _TV_IN_BLOCK)
+        return _swap_prefix(key, top)
+    inner = _swap_prefix(m[3], in_block)
     return None if inner is None else f"stages.{int(m[1]) - 1}.{m[2]}.{inner}"
 
 
@@ -155,6 +164,18 @@ def our_key_to_torchvision(key: str) -> str | None:
 
 def looks_like_torchvision_resnet(state_dict: dict[str, torch.Tensor]) -> bool:
     return "conv1.weight" in state_dict and any(k.startswith("layer1.") for k in state_dict)
+
+
+def looks_like_timm_resnet_d(state_dict: dict[str, torch.Tensor]) -> bool:
+    """timm's deep-stem ResNets (resnet50d, resnet50c...): the stem is a Sequential ``conv1.0`` ... ``conv1.6``."""
+    return "conv1.0.weight" in state_dict and any(k.startswith("layer1.") for k in state_dict)
+
+
+def timm_d_to_skiplab(state_dict: dict[str, torch.Tensor], *, avg_down: bool) -> dict[str, torch.Tensor]:
+    """timm's deep-stem ResNet keys -> ours (``avg_down``: the shortcut is pool + conv + bn, timm's ResNet-D;
+    otherwise conv + bn).  Keys with no counterpart pass through unchanged."""
+    in_block = _TIMM_D_IN_BLOCK if avg_down else _TV_IN_BLOCK
+    return {(torchvision_key_to_ours(k, _TIMM_D_TOP, in_block) or k): v for k, v in state_dict.items()}
 
 
 def torchvision_to_skiplab(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -179,8 +200,11 @@ class ResNet(SkipNet):
 
     Args:
         block: :class:`BasicBlock` or :class:`Bottleneck`; ``depths``: blocks per stage.
-        skip: "residual", "none" (plain twin) or "highway".  shortcut: "A", "B" (default) or "C".
+        skip: "residual", "none" (plain twin) or "highway".  shortcut: "A", "B" (default), "C" or "D" (average
+        pooling before a stride-1 projection: ResNet-D).
         stride_in_1x1: bottleneck stride on the first 1x1 (the paper) instead of the 3x3 (torchvision).
+        stem: "standard" (a 7x7/2 convolution) or "deep" (three 3x3 convolutions, 32-32-64 channels, the first
+        with stride 2: ResNet-C; He et al. 2019 "Bag of Tricks", timm's ``resnet50d`` with shortcut "D").
         width: multiplies every channel count.  base_width: bottleneck inner width per 64 (128 -> wide ResNet);
         with ``groups`` (ResNeXt cardinality) the width of each group (resnext50_32x4d: groups 32, base_width 4).
         zero_init_residual: zero each block's last BN scale so every block starts as the identity.
@@ -190,7 +214,7 @@ class ResNet(SkipNet):
 
     def __init__(self, block: type[nn.Module], depths: tuple[int, ...], *, num_classes: int = 1000,
                  in_channels: int = 3, skip: str = "residual", shortcut: str = "B", stride_in_1x1: bool = False,
-                 width: float = 1.0, base_width: int = 64, groups: int = 1, zero_init_residual: bool = False,
+                 stem: str = "standard", width: float = 1.0, base_width: int = 64, groups: int = 1, zero_init_residual: bool = False,
                  drop_path_rate: float = 0.0, drop_path_mode: str = "row", norm: str = "batch",
                  act: str = "relu") -> None:
         super().__init__()
@@ -199,7 +223,9 @@ class ResNet(SkipNet):
         check_positive("base_width", base_width)
         width = check_width(width)
         self.default_input_size = (in_channels, 224, 224)
-        self.skip, self.shortcut_kind, self.stride_in_1x1 = skip, shortcut, stride_in_1x1
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(map(repr, STEMS))}; got {stem!r}")
+        self.skip, self.shortcut_kind, self.stride_in_1x1, self.stem_kind = skip, shortcut, stride_in_1x1, stem
         stem_channels = scaled(64, width)
         planes = [scaled(c, width) for c in (64, 128, 256, 512)]
         out_channels = [p * block.expansion for p in planes]
@@ -213,8 +239,16 @@ class ResNet(SkipNet):
         elif base_width != 64 or groups != 1:
             raise ValueError(f"base_width and groups only apply to bottleneck ResNets (50/101/152); got "
                              f"base_width={base_width}, groups={groups}")
+        if stem == "deep":  # 3x3/2, 3x3, 3x3 — the last keeps the standard stem's names (conv, bn, act)
+            mid = scaled(32, width)
+            first: OrderedDict[str, nn.Module] = OrderedDict(
+                conv1=conv3x3(in_channels, mid, 2), bn1=get_norm2d(norm, mid), act1=get_act(act),
+                conv2=conv3x3(mid, mid), bn2=get_norm2d(norm, mid), act2=get_act(act),
+                conv=conv3x3(mid, stem_channels))
+        else:
+            first = OrderedDict(conv=nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False))
         self.stem = nn.Sequential(OrderedDict(
-            conv=nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False),
+            **first,
             bn=get_norm2d(norm, stem_channels),
             act=get_act(act),
             pool=nn.MaxPool2d(3, stride=2, padding=1),
@@ -230,8 +264,11 @@ class ResNet(SkipNet):
             zero_init_last(self)
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Convert a torchvision-format state dict (``conv1``, ``layer1.0.downsample.0``, ``fc``...) to ours;
-        any other dict is returned unchanged."""
+        """Convert a torchvision-format state dict (``conv1``, ``layer1.0.downsample.0``, ``fc``...) or timm's
+        deep-stem ResNet-C/D format (``conv1.0`` ... ``conv1.6``, ``bn1``, ``downsample.1/2``) to ours; any other
+        dict is returned unchanged."""
+        if looks_like_timm_resnet_d(state_dict):
+            return timm_d_to_skiplab(state_dict, avg_down=self.shortcut_kind == "D")
         return torchvision_to_skiplab(state_dict) if looks_like_torchvision_resnet(state_dict) else state_dict
 
     def to_torchvision_state_dict(self) -> dict[str, torch.Tensor]:
@@ -240,11 +277,12 @@ class ResNet(SkipNet):
         Only the architecture torchvision has can be exported: residual skips with shortcut "B" and, for
         bottlenecks, the stride on the 3x3 — anything else would load but compute something different."""
         has_bottleneck = any(isinstance(m, Bottleneck) for m in self.modules())
-        if self.skip != "residual" or self.shortcut_kind != "B" or (has_bottleneck and self.stride_in_1x1):
+        if (self.skip != "residual" or self.shortcut_kind != "B" or (has_bottleneck and self.stride_in_1x1)
+                or self.stem_kind != "standard"):
             raise ValueError(
-                "only skip='residual', shortcut='B', stride_in_1x1=False ResNets match torchvision's architecture; "
-                f"this one has skip={self.skip!r}, shortcut={self.shortcut_kind!r}, stride_in_1x1={self.stride_in_1x1}"
-            )
+                "only skip='residual', shortcut='B', stride_in_1x1=False, stem='standard' ResNets match torchvision's "
+                f"architecture; this one has skip={self.skip!r}, shortcut={self.shortcut_kind!r}, "
+                f"stride_in_1x1={self.stride_in_1x1}, stem={self.stem_kind!r}")
         return skiplab_to_torchvision(self.state_dict())
 
 
@@ -295,5 +333,19 @@ def _register_wide_and_resnext() -> None:
             )
 
 
+def _register_resnet_d() -> None:
+    for depth in IMAGENET_DEPTHS:
+        for skip in TWIN_SKIPS:
+            kind = {"residual": "", "none": "Plain (no-skip) twin of ", "highway": "Highway twin of "}[skip]
+            define_entrypoint(
+                twin_name(f"resnet{depth}d", skip), partial(resnet, depth, stem="deep", shortcut="D"),
+                module=__name__, skip=skip, fixed_skip=skip != "residual", family="resnet", input_size=(3, 224, 224),
+                paper=f"{BAG_OF_TRICKS_PAPER}; {PAPER}" if skip != "highway" else f"{BAG_OF_TRICKS_PAPER}; {HIGHWAY_PAPER}",
+                doc=f"{kind}ResNet-{depth}-D (He et al. 2019; timm's resnet{depth}d): deep 3x3 stem (32-32-64) and "
+                    f"average pooling before each downsampling projection. kwargs as resnet{depth}.",
+            )
+
+
 _register_imagenet()
 _register_wide_and_resnext()
+_register_resnet_d()
