@@ -36,7 +36,8 @@ def on_meta(name: str, **kwargs) -> nn.Module:
     ("resnext101_32x8d", 88_791_336), ("resnext101_64x4d", 83_455_272),  # torchvision's counts
     ("resnet50v2", 25_568_360), ("resnet101v2", 44_577_896), ("resnet152v2", 60_236_904),  # Keras' trainable
     ("resnet18d", 11_708_744), ("resnet34d", 21_816_904), ("resnet50d", 25_576_264), ("resnet101d", 44_568_392),
-    ("resnet152d", 60_212_040),  # timm's ResNet-D counts
+    ("resnet152d", 60_212_040), ("resnet26", 15_995_176), ("resnet26d", 16_014_408), ("resnet200", 64_673_832),
+    ("resnet200d", 64_693_064),  # timm's counts
     ("resnet50_keras", 25_583_592), ("resnet101_keras", 44_601_832), ("resnet152_keras", 60_268_520),  # same
     ("resnet20", 269_722), ("resnet32", 464_154), ("resnet44", 658_586), ("resnet56", 853_018),
     ("resnet110", 1_727_962), ("resnet1202", 19_421_274),  # He et al. 2015 Table 6 (0.27M ... 19.4M)

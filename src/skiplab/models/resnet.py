@@ -41,6 +41,8 @@ IMAGENET_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
     50: (Bottleneck, (3, 4, 6, 3)),
     101: (Bottleneck, (3, 4, 23, 3)),
     152: (Bottleneck, (3, 8, 36, 3)),
+    26: (Bottleneck, (2, 2, 2, 2)),  # timm's resnet26 / resnet26d
+    200: (Bottleneck, (3, 24, 36, 3)),  # timm's resnet200 / resnet200d (the depth of He et al. 2016's ImageNet net)
 }
 
 
@@ -287,7 +289,7 @@ class ResNet(SkipNet):
 
 
 def resnet(depth: int, **kwargs: Any) -> ResNet:
-    """An ImageNet ResNet of ``depth`` 18, 34, 50, 101 or 152; ``kwargs`` go to :class:`ResNet`."""
+    """An ImageNet ResNet of ``depth`` 18, 26, 34, 50, 101, 152 or 200; ``kwargs`` go to :class:`ResNet`."""
     if depth not in IMAGENET_DEPTHS:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_DEPTHS)}; got {depth!r}")
     block, depths = IMAGENET_DEPTHS[depth]
