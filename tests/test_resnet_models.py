@@ -17,7 +17,7 @@ from skiplab.models.preact import preact_resnet
 from skiplab.models.resnet import resnet
 from skiplab.registry import get_entry, list_models
 
-MY_FAMILIES = ("resnet", "cifar_resnet", "preact_resnet", "resnet_v2")
+MY_FAMILIES = ("resnet", "cifar_resnet", "preact_resnet", "resnet_v2", "resnet_keras")
 
 
 def n_params(m: nn.Module) -> int:
@@ -136,11 +136,12 @@ def test_cifar_depth_is_6n_plus_2_weighted_layers() -> None:
 
 def test_registered_entries_are_consistent() -> None:
     names = [n for f in MY_FAMILIES for n in list_models(family=f)]
-    # 5 ImageNet depths + 5 wide/ResNeXt + 6 CIFAR depths + 2 pre-activation + 3 Keras V2, each with two twins
-    assert len(names) == 3 * (5 + 5 + 6 + 2 + 3)
+    # 7 ImageNet depths (torchvision's 5, timm's 26 and 200), their 7 ResNet-D forms, 5 wide/ResNeXt, 6 CIFAR
+    # depths, 2 pre-activation, 3 Keras V2 and 3 Keras v1, each with two twins
+    assert len(names) == 3 * (7 + 7 + 5 + 6 + 2 + 3 + 3)
     for depth in (20, 32, 44, 56, 110, 1202):
         assert {f"resnet{depth}", f"plain{depth}", f"highway{depth}"} <= set(names)
-    for base in ("resnet18", "resnet50", "resnet152", "preact_resnet164", "preact_resnet1001", "wide_resnet50_2",
+    for base in ("resnet18", "resnet50", "resnet152", "resnet26", "resnet200d", "resnet50_keras", "preact_resnet164", "preact_resnet1001", "wide_resnet50_2",
                  "resnext50_32x4d", "resnext101_64x4d", "resnet50v2", "resnet152v2"):
         assert {base, f"plain_{base}", f"highway_{base}"} <= set(names)
     huge = ("1202", "1001")  # their counts are checked above; building all six twins again costs seconds

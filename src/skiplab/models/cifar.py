@@ -21,8 +21,7 @@ from skiplab.blocks.base import zero_init_last
 from skiplab.blocks.residual import BasicBlock
 from skiplab.layers.norm_act import check_positive, get_act, get_norm2d
 from skiplab.models.base import SkipNet
-from skiplab.models.resnet import HIGHWAY_PAPER, PAPER, TWIN_SKIPS, check_width, define_entrypoint, \
-    init_resnet_weights, resnet_stages, scaled
+from skiplab.models.resnet import PAPER, check_width, define_twins, init_resnet_weights, resnet_stages, scaled
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 
@@ -83,16 +82,11 @@ def cifar_resnet(depth: int, **kwargs: Any) -> CifarResNet:
 def _register_cifar() -> None:
     prefixes = {"residual": "resnet", "none": "plain", "highway": "highway"}
     for depth in CIFAR_DEPTHS:
-        for skip in TWIN_SKIPS:
-            what = {"residual": "ResNet", "none": "Plain net (no skips)", "highway": "Highway net"}[skip]
-            define_entrypoint(
-                f"{prefixes[skip]}{depth}", partial(cifar_resnet, depth), module=__name__, skip=skip,
-                fixed_skip=skip != "residual", family="cifar_resnet", input_size=(3, 32, 32),
-                paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
-                doc=f"{what}-{depth} for CIFAR (He et al. 2015 section 4.2, {(depth - 2) // 6} blocks per stage). "
-                    "kwargs: num_classes, in_channels, skip, shortcut, width, zero_init_residual, drop_path_rate, "
-                    "drop_path_mode.",
-            )
+        define_twins(f"resnet{depth}", partial(cifar_resnet, depth), module=__name__, family="cifar_resnet",
+                     input_size=(3, 32, 32), paper=PAPER, names=lambda skip, d=depth: f"{prefixes[skip]}{d}",
+                     doc=f"ResNet-{depth} for CIFAR (He et al. 2015 section 4.2, {(depth - 2) // 6} blocks per stage). "
+                         "kwargs: num_classes, in_channels, skip, shortcut, width, zero_init_residual, drop_path_rate, "
+                         "drop_path_mode.")
 
 
 _register_cifar()

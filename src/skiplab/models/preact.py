@@ -32,8 +32,7 @@ from skiplab.blocks.preact import PreActBasicBlock, PreActBottleneck, check_orde
 from skiplab.layers.norm_act import check_positive, get_act, get_norm2d
 from skiplab.models.base import SkipNet
 from skiplab.models.cifar import blocks_per_stage
-from skiplab.models.resnet import HIGHWAY_PAPER, TWIN_SKIPS, check_width, define_entrypoint, \
-    init_resnet_weights, resnet_stages, scaled, twin_name
+from skiplab.models.resnet import check_width, define_twins, init_resnet_weights, resnet_stages, scaled
 
 PAPER = "He et al. 2016, Identity Mappings in Deep Residual Networks, arXiv:1603.05027"
 UNITS = {"basic": PreActBasicBlock, "bottleneck": PreActBottleneck}
@@ -105,17 +104,11 @@ def preact_resnet(depth: int, **kwargs: Any) -> PreActResNet:
 
 def _register_preact() -> None:
     for depth in PREACT_DEPTHS:
-        for skip in TWIN_SKIPS:
-            what = {"residual": "Pre-activation ResNet", "none": "Plain twin of pre-activation ResNet",
-                    "highway": "Highway twin of pre-activation ResNet"}[skip]
-            define_entrypoint(
-                twin_name(f"preact_resnet{depth}", skip), partial(preact_resnet, depth), module=__name__, skip=skip,
-                fixed_skip=skip != "residual", family="preact_resnet", input_size=(3, 32, 32),
-                paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
-                doc=f"{what}-{depth} for CIFAR (He et al. 2016; bottleneck units, {(depth - 2) // 9} per stage). "
-                    "kwargs: ordering, num_classes, in_channels, skip, shortcut, stride_in_1x1, width, "
-                    "zero_init_residual, drop_path_rate, drop_path_mode.",
-            )
+        define_twins(f"preact_resnet{depth}", partial(preact_resnet, depth), module=__name__, family="preact_resnet",
+                     input_size=(3, 32, 32), paper=PAPER,
+                     doc=f"Pre-activation ResNet-{depth} for CIFAR (He et al. 2016; bottleneck units, {(depth - 2) // 9} "
+                         "per stage). kwargs: ordering, num_classes, in_channels, skip, shortcut, stride_in_1x1, width, "
+                         "zero_init_residual, drop_path_rate, drop_path_mode.")
 
 
 _register_preact()

@@ -120,6 +120,21 @@ def twin_name(base: str, skip: str, plain_prefix: str = "plain_", highway_prefix
     return base if skip == "residual" else (plain_prefix if skip == "none" else highway_prefix) + base
 
 
+TWIN_WHAT = {"residual": "", "none": "Plain (no-skip) twin of ", "highway": "Highway twin of "}
+
+
+def define_twins(base: str, build: Callable[..., nn.Module], *, module: str, family: str,
+                 input_size: tuple[int, ...], paper: str, doc: str,
+                 names: Callable[[str], str] | None = None) -> None:
+    """Register the residual net ``base`` and its plain and highway twins (``plain_<base>``, ``highway_<base>``,
+    or ``names(skip)``), each ``build(skip=..., **kwargs)``; ``doc`` describes the residual net (the twins' docs
+    say whose twin they are) and the highway twins cite Srivastava et al. besides ``paper``."""
+    for skip in TWIN_SKIPS:
+        define_entrypoint(names(skip) if names else twin_name(base, skip), build, module=module, skip=skip,
+                          fixed_skip=skip != "residual", family=family, input_size=input_size,
+                          paper=paper if skip != "highway" else f"{paper}; {HIGHWAY_PAPER}", doc=TWIN_WHAT[skip] + doc)
+
+
 # ---------------------------------------------------------------------------------------- torchvision key names
 # Module paths, torchvision -> ours: outside the blocks, and inside a block (layerI.J / stages.I-1.J).
 _TV_TOP = {"conv1": "stem.conv", "bn1": "stem.bn", "fc": "head.fc"}
@@ -298,18 +313,11 @@ def resnet(depth: int, **kwargs: Any) -> ResNet:
 
 def _register_imagenet() -> None:
     for depth in IMAGENET_DEPTHS:
-        for skip in TWIN_SKIPS:
-            name = twin_name(f"resnet{depth}", skip)
-            what = {"residual": "ResNet", "none": "Plain (no-skip) twin of ResNet",
-                    "highway": "Highway twin of ResNet"}[skip]
-            define_entrypoint(
-                name, partial(resnet, depth), module=__name__, skip=skip, fixed_skip=skip != "residual",
-                family="resnet", input_size=(3, 224, 224),
-                paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
-                doc=f"{what}-{depth} for ImageNet (He et al. 2015). kwargs: num_classes, in_channels, "
-                    "skip, shortcut, stride_in_1x1, width, base_width, groups, zero_init_residual, drop_path_rate, "
-                    "drop_path_mode.",
-            )
+        define_twins(f"resnet{depth}", partial(resnet, depth), module=__name__, family="resnet",
+                     input_size=(3, 224, 224), paper=PAPER,
+                     doc=f"ResNet-{depth} for ImageNet (He et al. 2015). kwargs: num_classes, in_channels, skip, "
+                         "shortcut, stride_in_1x1, stem, width, base_width, groups, zero_init_residual, drop_path_rate, "
+                         "drop_path_mode.")
 
 
 # torchvision's wide and ResNeXt forms of the bottleneck ResNets: name -> (depth, fixed kwargs, what, paper)
@@ -324,28 +332,18 @@ WIDE_RESNEXT: dict[str, tuple[int, dict[str, int], str, str]] = {
 
 def _register_wide_and_resnext() -> None:
     for base, (depth, fixed, what, paper) in WIDE_RESNEXT.items():
-        for skip in TWIN_SKIPS:
-            kind = {"residual": "", "none": "Plain (no-skip) twin of ", "highway": "Highway twin of "}[skip]
-            define_entrypoint(
-                twin_name(base, skip), partial(resnet, depth, **fixed), module=__name__, skip=skip,
-                fixed_skip=skip != "residual", family="resnet", input_size=(3, 224, 224),
-                paper=f"{paper}; {PAPER}" if skip != "highway" else f"{paper}; {HIGHWAY_PAPER}",
-                doc=f"{kind}{what} for ImageNet in torchvision's layout (ResNet-{depth} with "
-                    f"{', '.join(f'{k}={v}' for k, v in fixed.items())}). kwargs as resnet{depth}.",
-            )
+        define_twins(base, partial(resnet, depth, **fixed), module=__name__, family="resnet", input_size=(3, 224, 224),
+                     paper=f"{paper}; {PAPER}",
+                     doc=f"{what} for ImageNet in torchvision's layout (ResNet-{depth} with "
+                         f"{', '.join(f'{k}={v}' for k, v in fixed.items())}). kwargs as resnet{depth}.")
 
 
 def _register_resnet_d() -> None:
     for depth in IMAGENET_DEPTHS:
-        for skip in TWIN_SKIPS:
-            kind = {"residual": "", "none": "Plain (no-skip) twin of ", "highway": "Highway twin of "}[skip]
-            define_entrypoint(
-                twin_name(f"resnet{depth}d", skip), partial(resnet, depth, stem="deep", shortcut="D"),
-                module=__name__, skip=skip, fixed_skip=skip != "residual", family="resnet", input_size=(3, 224, 224),
-                paper=f"{BAG_OF_TRICKS_PAPER}; {PAPER}" if skip != "highway" else f"{BAG_OF_TRICKS_PAPER}; {HIGHWAY_PAPER}",
-                doc=f"{kind}ResNet-{depth}-D (He et al. 2019; timm's resnet{depth}d): deep 3x3 stem (32-32-64) and "
-                    f"average pooling before each downsampling projection. kwargs as resnet{depth}.",
-            )
+        define_twins(f"resnet{depth}d", partial(resnet, depth, stem="deep", shortcut="D"), module=__name__,
+                     family="resnet", input_size=(3, 224, 224), paper=f"{BAG_OF_TRICKS_PAPER}; {PAPER}",
+                     doc=f"ResNet-{depth}-D (He et al. 2019; timm's resnet{depth}d): deep 3x3 stem (32-32-64) and "
+                         f"average pooling before each downsampling projection. kwargs as resnet{depth}.")
 
 
 _register_imagenet()

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from skiplab.blocks.residual import Bottleneck
 from skiplab.keras_weights import from_keras, looks_like_keras, resnet_module
-from skiplab.models.resnet import HIGHWAY_PAPER, PAPER, TWIN_SKIPS, ResNet, define_entrypoint, twin_name
+from skiplab.models.resnet import PAPER, ResNet, define_twins
 from skiplab.models.resnet_v2 import KERAS_BN_EPS
 
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -64,16 +64,11 @@ def resnet_keras(depth: int, **kwargs: Any) -> KerasResNet:
 
 def _register() -> None:
     for depth in STAGES:
-        for skip in TWIN_SKIPS:
-            what = {"residual": "", "none": "Plain (no-skip) twin of ", "highway": "Highway twin of "}[skip]
-            define_entrypoint(
-                twin_name(f"resnet{depth}_keras", skip), partial(resnet_keras, depth), module=__name__, skip=skip,
-                fixed_skip=skip != "residual", family="resnet_keras", input_size=(3, 224, 224),
-                paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
-                doc=f"{what}ResNet{depth} in Keras Applications' layout (stride on the first 1x1, biased convs). "
-                    "kwargs: num_classes, in_channels, skip, width, zero_init_residual, drop_path_rate, "
-                    "drop_path_mode, norm, act.",
-            )
+        define_twins(f"resnet{depth}_keras", partial(resnet_keras, depth), module=__name__, family="resnet_keras",
+                     input_size=(3, 224, 224), paper=PAPER,
+                     doc=f"ResNet{depth} in Keras Applications' layout (stride on the first 1x1, biased convs). kwargs: "
+                         "num_classes, in_channels, skip, width, zero_init_residual, drop_path_rate, drop_path_mode, "
+                         "norm, act.")
 
 
 _register()

@@ -28,8 +28,7 @@ from skiplab.keras_weights import from_keras, looks_like_keras, resnet_module
 from skiplab.layers.drop_path import check_drop_prob, linear_decay, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive, conv1x1, conv3x3, get_act, get_norm2d
 from skiplab.models.base import SkipNet
-from skiplab.models.resnet import HIGHWAY_PAPER, TWIN_SKIPS, check_width, define_entrypoint, init_resnet_weights, \
-    scaled, twin_name
+from skiplab.models.resnet import check_width, define_twins, init_resnet_weights, scaled
 
 PAPER = "He et al. 2016, Identity Mappings in Deep Residual Networks, arXiv:1603.05027"
 KERAS_BN_EPS = 1.001e-5
@@ -139,15 +138,10 @@ def resnet_v2(depth: int, **kwargs: Any) -> ResNetV2:
 
 def _register() -> None:
     for depth in STAGES:
-        for skip in TWIN_SKIPS:
-            what = {"residual": "", "none": "Plain (no-skip) twin of ", "highway": "Highway twin of "}[skip]
-            define_entrypoint(
-                twin_name(f"resnet{depth}v2", skip), partial(resnet_v2, depth), module=__name__, skip=skip,
-                fixed_skip=skip != "residual", family="resnet_v2", input_size=(3, 224, 224),
-                paper=PAPER if skip != "highway" else f"{PAPER}; {HIGHWAY_PAPER}",
-                doc=f"{what}ResNet{depth}V2, Keras Applications' pre-activation ImageNet layout. kwargs: "
-                    "num_classes, in_channels, skip, width, drop_path_rate, drop_path_mode, norm, act.",
-            )
+        define_twins(f"resnet{depth}v2", partial(resnet_v2, depth), module=__name__, family="resnet_v2",
+                     input_size=(3, 224, 224), paper=PAPER,
+                     doc=f"ResNet{depth}V2, Keras Applications' pre-activation ImageNet layout. kwargs: num_classes, "
+                         "in_channels, skip, width, drop_path_rate, drop_path_mode, norm, act.")
 
 
 _register()
