@@ -57,6 +57,8 @@ CASES = [
     ("resnet20", dict(width=0.5), (3, 16, 16), 0),
     ("resnet50", dict(width=0.125, num_classes=7), (3, 64, 64), 0),
     ("resnet18", dict(width=0.125, shortcut="C"), (3, 32, 32), 0),
+    ("resnet50d", dict(width=0.125), (3, 67, 67), 0),  # deep stem; the pooled shortcut's conv -> BN folds too
+    ("resnet50_keras", dict(width=0.125), (3, 64, 64), 0),  # biased convs: the bias goes into the fold
     ("plain20", dict(width=0.5), (3, 16, 16), 0),
     ("highway20", dict(width=0.5), (3, 16, 16), 0),
     # full pre-activation (depth 29: 9 bottleneck units): conv -> BN folds inside the branch (2 per unit); each

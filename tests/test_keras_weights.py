@@ -88,7 +88,8 @@ def test_keras_files_that_cannot_be_matched_are_refused_clearly(tmp_path):
     with pytest.raises(ValueError, match="Keras 3 archive"):
         load_weights(skiplab.create_model("resnet50_keras", num_classes=CLASSES), tmp_path / "x.keras")
     full, _ = save_both_layouts(kmodel, tmp_path)
-    with pytest.raises(ValueError, match=r"(?s)missing keys.*a Keras file: it loads into the Keras layouts.*resnet50_keras"):
+    with pytest.raises(ValueError, match=r"(?s)missing keys.*a Keras file: it loads into the Keras layouts.*"
+                                         r"resnet50_keras"):
         load_weights(skiplab.create_model("resnet50", num_classes=CLASSES), full)  # torchvision's layout
     (tmp_path / "empty.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(ValueError, match="not a readable HDF5 file"):

@@ -141,8 +141,9 @@ def test_registered_entries_are_consistent() -> None:
     assert len(names) == 3 * (7 + 7 + 5 + 6 + 2 + 3 + 3)
     for depth in (20, 32, 44, 56, 110, 1202):
         assert {f"resnet{depth}", f"plain{depth}", f"highway{depth}"} <= set(names)
-    for base in ("resnet18", "resnet50", "resnet152", "resnet26", "resnet200d", "resnet50_keras", "preact_resnet164", "preact_resnet1001", "wide_resnet50_2",
-                 "resnext50_32x4d", "resnext101_64x4d", "resnet50v2", "resnet152v2"):
+    for base in ("resnet18", "resnet50", "resnet152", "resnet26", "resnet200d", "resnet50_keras", "preact_resnet164",
+                 "preact_resnet1001", "wide_resnet50_2", "resnext50_32x4d", "resnext101_64x4d", "resnet50v2",
+                 "resnet152v2"):
         assert {base, f"plain_{base}", f"highway_{base}"} <= set(names)
     huge = ("1202", "1001")  # their counts are checked above; building all six twins again costs seconds
     for name in (n for n in names if not n.endswith(huge)):

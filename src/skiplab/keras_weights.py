@@ -112,8 +112,8 @@ _TRANSITION = re.compile(r"^pool(?P<stage>[2-4])_(?P<kind>conv|bn)$")
 
 
 def densenet_module(layer: str) -> str | None:
-    """Keras Applications' DenseNet layer names (``conv1/conv`` or ``conv1_conv``, ``conv2_block1_0_bn``, ``pool2_conv``, ``bn``,
-    ``predictions``) -> skiplab's DenseNet modules."""
+    """Keras Applications' DenseNet layer names (``conv1/conv`` or ``conv1_conv``, ``conv2_block1_0_bn``,
+    ``pool2_conv``, ``bn``, ``predictions``) -> skiplab's DenseNet modules."""
     if layer in _HEAD:
         return _HEAD[layer]
     if layer in ("conv1/conv", "conv1/bn", "conv1_conv", "conv1_bn"):  # tf.keras 2 / Keras 3 names

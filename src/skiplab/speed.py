@@ -26,9 +26,10 @@ nothing on CPU.
   slow path (ResNet-20 training ~10x slower; see ``TrainConfig``).
 
 Why not 2x on the CIFAR nets: the reference already runs at 46-57% of the float32 matmul peak (its step is ~80%
-oneDNN convolutions, which these options do not make cheaper), so 2x would need ~100% of peak; ours reaches
-63-68%.  ``benchmarks/bench_conv.py`` shows where it stops: forward and input-gradient convolutions run at 81-106%
-of the matmul peak, the weight gradients at 56-66%, and BatchNorm/ReLU/adds take ~21% of the step.  resnet50's reference loses ~30% of its time to page faults, which is where its 1.7x comes from.
+oneDNN convolutions, which these options do not make cheaper), so 2x would need ~100% of peak; ours reaches 63-68%.
+``benchmarks/bench_conv.py`` shows where it stops: forward and input-gradient convolutions run at 81-106% of the
+matmul peak, the weight gradients at 56-66%, and BatchNorm/ReLU/adds take ~21% of the step. resnet50's reference
+loses ~30% of its time to page faults, which is where its 1.7x comes from.
 """
 from __future__ import annotations
 

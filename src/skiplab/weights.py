@@ -9,7 +9,8 @@
   a pickle that tries to build anything but tensors and containers is refused.  It unwraps training
   checkpoints (``{"state_dict": ...}``, ``{"model": ...}``) and DDP / ``torch.compile`` prefixes, and lets a
   model convert foreign key names through its ``remap_state_dict(state_dict)`` hook (torchvision's ResNet and
-  DenseNet checkpoints; Keras Applications' HDF5 files, read by :mod:`skiplab.keras_weights` with h5py).  Mismatches raise a ValueError naming the missing and unexpected keys and the shapes
+  DenseNet checkpoints, timm's ResNet-D; Keras Applications' HDF5 files, read by :mod:`skiplab.keras_weights`
+  with h5py).  Mismatches raise a ValueError naming the missing and unexpected keys and the shapes
   that differ.
 """
 from __future__ import annotations

@@ -70,7 +70,8 @@ class ResidualUnit(SkipBlock):
         kind = shortcut if self.skip != "none" else "none"
         if kind == "none" and self.skip != "none" and (stride != 1 or in_channels != out_channels):
             raise ValueError(f"shortcut='none' leaves a skip={self.skip!r} block no skip path where the shape changes "
-                             f"({in_channels}->{out_channels} channels, stride {stride}); use shortcut 'A', 'B' or 'C'")
+                             f"({in_channels}->{out_channels} channels, stride {stride}); "
+                             "use shortcut 'A', 'B', 'C' or 'D'")
         self.shortcut = make_shortcut(kind, in_channels, out_channels, stride, norm=shortcut_norm)
         self.gate = (
             HighwayGate(in_channels, out_channels, stride, conv=True, gate_bias=gate_bias)

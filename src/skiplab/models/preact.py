@@ -106,9 +106,9 @@ def _register_preact() -> None:
     for depth in PREACT_DEPTHS:
         define_twins(f"preact_resnet{depth}", partial(preact_resnet, depth), module=__name__, family="preact_resnet",
                      input_size=(3, 32, 32), paper=PAPER,
-                     doc=f"Pre-activation ResNet-{depth} for CIFAR (He et al. 2016; bottleneck units, {(depth - 2) // 9} "
-                         "per stage). kwargs: ordering, num_classes, in_channels, skip, shortcut, stride_in_1x1, width, "
-                         "zero_init_residual, drop_path_rate, drop_path_mode.")
+                     doc=f"Pre-activation ResNet-{depth} for CIFAR (He et al. 2016; bottleneck units, "
+                         f"{(depth - 2) // 9} per stage). kwargs: ordering, num_classes, in_channels, skip, shortcut, "
+                         "stride_in_1x1, width, zero_init_residual, drop_path_rate, drop_path_mode.")
 
 
 _register_preact()

@@ -231,9 +231,9 @@ class ResNet(SkipNet):
 
     def __init__(self, block: type[nn.Module], depths: tuple[int, ...], *, num_classes: int = 1000,
                  in_channels: int = 3, skip: str = "residual", shortcut: str = "B", stride_in_1x1: bool = False,
-                 stem: str = "standard", width: float = 1.0, base_width: int = 64, groups: int = 1, zero_init_residual: bool = False,
-                 drop_path_rate: float = 0.0, drop_path_mode: str = "row", norm: str = "batch",
-                 act: str = "relu") -> None:
+                 stem: str = "standard", width: float = 1.0, base_width: int = 64, groups: int = 1,
+                 zero_init_residual: bool = False, drop_path_rate: float = 0.0, drop_path_mode: str = "row",
+                 norm: str = "batch", act: str = "relu") -> None:
         super().__init__()
         check_positive("num_classes", num_classes)
         self.in_channels = check_positive("in_channels", in_channels)
@@ -316,8 +316,8 @@ def _register_imagenet() -> None:
         define_twins(f"resnet{depth}", partial(resnet, depth), module=__name__, family="resnet",
                      input_size=(3, 224, 224), paper=PAPER,
                      doc=f"ResNet-{depth} for ImageNet (He et al. 2015). kwargs: num_classes, in_channels, skip, "
-                         "shortcut, stride_in_1x1, stem, width, base_width, groups, zero_init_residual, drop_path_rate, "
-                         "drop_path_mode.")
+                         "shortcut, stride_in_1x1, stem, width, base_width, groups, zero_init_residual, "
+                         "drop_path_rate, drop_path_mode.")
 
 
 # torchvision's wide and ResNeXt forms of the bottleneck ResNets: name -> (depth, fixed kwargs, what, paper)

@@ -66,9 +66,9 @@ def _register() -> None:
     for depth in STAGES:
         define_twins(f"resnet{depth}_keras", partial(resnet_keras, depth), module=__name__, family="resnet_keras",
                      input_size=(3, 224, 224), paper=PAPER,
-                     doc=f"ResNet{depth} in Keras Applications' layout (stride on the first 1x1, biased convs). kwargs: "
-                         "num_classes, in_channels, skip, width, zero_init_residual, drop_path_rate, drop_path_mode, "
-                         "norm, act.")
+                     doc=f"ResNet{depth} in Keras Applications' layout (stride on the first 1x1, biased convs). "
+                         "kwargs: num_classes, in_channels, skip, width, zero_init_residual, drop_path_rate, "
+                         "drop_path_mode, norm, act.")
 
 
 _register()
