@@ -20,7 +20,8 @@ from skiplab.weights import load_weights  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' torch backend's numpy calls
 
-PAIRS = [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2"), ("DenseNet121", "densenet121")]
+PAIRS = [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2"), ("DenseNet121", "densenet121"),
+         ("ConvNeXtTiny", "convnext_tiny")]
 SIZE, CLASSES = 64, 10
 
 
@@ -28,12 +29,13 @@ def keras_model(name: str, seed: int = 0) -> keras.Model:
     """A Keras Applications net with every variable random: kernels (Glorot at creation), and biases, BN scales,
     offsets and moving statistics too — zeros and ones would hide a BatchNorm mapped to the wrong layer."""
     keras.utils.set_random_seed(seed)
+    extra = {"include_preprocessing": False} if name.startswith("ConvNeXt") else {}  # ours takes normalised input
     model = getattr(keras.applications, name)(weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
-                                              classifier_activation=None)
+                                              classifier_activation=None, **extra)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         for var in layer.weights:
-            if var.path.endswith(("bias", "beta", "moving_mean")):
+            if var.path.endswith(("bias", "beta", "moving_mean")) or "layer_scale" in var.path:
                 var.assign(rng.normal(0, 0.1, var.shape).astype("float32"))
             elif var.path.endswith(("gamma", "moving_variance")):
                 var.assign(rng.uniform(0.5, 1.5, var.shape).astype("float32"))

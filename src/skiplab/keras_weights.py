@@ -4,8 +4,9 @@ ordering_tf_kernels.h5``...) and anything saved in Keras' named HDF5 layout (tf.
 
 The file is read with h5py (``pip install skiplab[keras]``): arrays and attributes only, nothing is executed or
 unpickled.  :func:`read_keras_h5` gives ``{"<layer name>/<variable>": tensor}`` in Keras' own layouts; a model
-whose ``remap_state_dict`` knows Keras' layer names (``resnet50_keras``..., ``resnet50v2``..., the DenseNets)
-turns that into its state dict with :func:`from_keras`, so ``skiplab.load_weights(model, "x.h5")`` just works.
+whose ``remap_state_dict`` knows Keras' layer names (``resnet50_keras``..., ``resnet50v2``..., the DenseNets,
+the ConvNeXts) turns that into its state dict with :func:`from_keras`, so ``skiplab.load_weights(model, "x.h5")``
+just works.
 
 Layouts: a Conv2D kernel is (kh, kw, in, out) -> (out, in, kh, kw); a Dense kernel (in, out) -> (out, in); a
 BatchNormalization's gamma/beta/moving_mean/moving_variance -> weight/bias/running_mean/running_var.  Keras
@@ -29,12 +30,15 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # skiplab model -> the Keras Applications net whose weights it loads (its remap_state_dict reads Keras files)
 KERAS_APPLICATIONS = {"resnet50_keras": "ResNet50", "resnet101_keras": "ResNet101", "resnet152_keras": "ResNet152",
                       "resnet50v2": "ResNet50V2", "resnet101v2": "ResNet101V2", "resnet152v2": "ResNet152V2",
-                      "densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201"}
+                      "densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201",
+                      "convnext_tiny": "ConvNeXtTiny", "convnext_small": "ConvNeXtSmall",
+                      "convnext_base": "ConvNeXtBase", "convnext_large": "ConvNeXtLarge"}
 KERAS_MODELS = ", ".join(f"{ours} ({theirs})" for ours, theirs in KERAS_APPLICATIONS.items())
 # Keras variable -> the PyTorch parameter or buffer name
+# ("variable": an unnamed weight, e.g. ConvNeXt's LayerScale γ, saved as variable, variable_1, ...)
 VARIABLES = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-             "moving_variance": "running_var"}
-_KEY = re.compile(r"^(?P<layer>.+)/(?P<var>kernel|bias|gamma|beta|moving_mean|moving_variance)$")
+             "moving_variance": "running_var", "variable": "gamma"}
+_KEY = re.compile(r"^(?P<layer>.+)/(?P<var>kernel|bias|gamma|beta|moving_mean|moving_variance|variable)$")
 
 
 def is_hdf5(head: bytes) -> bool:
@@ -71,6 +75,7 @@ def read_keras_h5(path: str | Path) -> dict[str, torch.Tensor]:
             group = root[layer]
             for weight in map(_text, group.attrs.get("weight_names", [])):
                 var = weight.rsplit("/", 1)[-1].split(":", 1)[0]  # "conv1_conv/kernel:0" -> "kernel"
+                var = re.sub(r"^variable_\d+$", "variable", var)  # Keras numbers unnamed weights model-wide
                 key = f"{layer}/{var}"
                 if key in out:
                     raise ValueError(f"{path}: layer {layer!r} has two variables named {var!r}")
@@ -85,14 +90,16 @@ def looks_like_keras(state: Mapping[str, torch.Tensor]) -> bool:
     return bool(state) and all(_KEY.match(k) for k in state)
 
 
-def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str], str | None]) -> dict[str, torch.Tensor]:
-    """Keras ``<layer>/<variable>`` tensors -> a PyTorch state dict.  ``module_for(layer)`` names the module a
-    Keras layer becomes (``"conv2_block1_1_conv"`` -> ``"stages.0.0.branch.conv1"``), or None for a layer the
-    model does not know: such keys are kept as they are, so that loading reports them as unexpected."""
+def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str, str], str | None]
+               ) -> dict[str, torch.Tensor]:
+    """Keras ``<layer>/<variable>`` tensors -> a PyTorch state dict.  ``module_for(layer, variable)`` names the
+    module a Keras layer's variable goes to (``("conv2_block1_1_conv", "kernel")`` -> ``"stages.0.0.branch.conv1"``;
+    the variable tells a Sequential layer's convolution from its norm), or None for a layer the model does not
+    know: such keys are kept as they are, so that loading reports them as unexpected."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         m = _KEY.match(key)
-        module = module_for(m["layer"]) if m else None
+        module = module_for(m["layer"], m["var"]) if m else None
         if module is None:
             out[key] = value
             continue
@@ -111,7 +118,7 @@ _DENSE_PARTS = {("0", "bn"): "norm1", ("1", "conv"): "conv1", ("1", "bn"): "norm
 _TRANSITION = re.compile(r"^pool(?P<stage>[2-4])_(?P<kind>conv|bn)$")
 
 
-def densenet_module(layer: str) -> str | None:
+def densenet_module(layer: str, var: str = "") -> str | None:
     """Keras Applications' DenseNet layer names (``conv1/conv`` or ``conv1_conv``, ``conv2_block1_0_bn``,
     ``pool2_conv``, ``bn``, ``predictions``) -> skiplab's DenseNet modules."""
     if layer in _HEAD:
@@ -133,7 +140,7 @@ _RESNET_BLOCK = re.compile(r"^conv(?P<stage>[2-5])_block(?P<block>\d+)_(?P<part>
 _HEAD = {"predictions": "head.fc", "fc1000": "head.fc", "probs": "head.fc"}
 
 
-def resnet_module(layer: str, *, preact: Callable[[int, int], str] | None = None) -> str | None:
+def resnet_module(layer: str, var: str = "", *, preact: Callable[[int, int], str] | None = None) -> str | None:
     """Keras Applications' ResNet layer names -> skiplab's ResNet modules (v1 and V2).  ``preact(stage, block)``
     gives where a V2 unit's ``preact_bn`` lives (shared with the projection, or first in the branch)."""
     if layer in _HEAD:
@@ -184,4 +191,6 @@ def preprocessing_mode(model_name: str) -> str:
     if model_name not in KERAS_APPLICATIONS:
         raise ValueError(f"{model_name!r} has no Keras Applications counterpart; those that do: {KERAS_MODELS}")
     keras_name = KERAS_APPLICATIONS[model_name]
+    if keras_name.startswith("ConvNeXt"):
+        return "torch"  # ImageNet mean/std (Keras builds it into the model unless include_preprocessing=False)
     return "tf" if keras_name.endswith("V2") else "torch" if keras_name.startswith("DenseNet") else "caffe"

@@ -59,3 +59,25 @@ def check_positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return value
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel of an (N, C, H, W) tensor (ConvNeXt's norm; torchvision's
+    ``LayerNorm2d``): the statistics are per sample and position, not over the whole feature map."""
+
+    def forward(self, x):  # noqa: ANN001, ANN201 — the base class's signature
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    """``x.permute(*dims)`` as a layer (ConvNeXt's branch runs its MLP in channels-last order)."""
+
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return x.permute(*self.dims)
+
+    def extra_repr(self) -> str:
+        return ", ".join(map(str, self.dims))
