@@ -51,6 +51,7 @@ PAIRS = [
     ("timm", "timm:resnet18d", "resnet18d", 224),
     ("timm", "timm:resnet50d", "resnet50d", 224),
     ("timm", "timm:resnet101d", "resnet101d", 224),
+    ("timm", "timm:convnext_tiny", "convnext_tiny", 224),
 ]
 
 

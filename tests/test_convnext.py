@@ -112,3 +112,73 @@ def test_torchvision_checkpoint_loads_and_matches_reference(tmp_path: Path) -> N
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+# --- timm's layout (stem.0/1, stages.i.downsample / blocks.j.{conv_dw, norm, mlp.fc1, mlp.fc2, gamma}, head) ---
+class RefTimmMlp(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class RefTimmBlock(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = RefTimmMlp(dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mlp(self.norm(self.conv_dw(x).permute(0, 2, 3, 1)))
+        return x + (h * self.gamma).permute(0, 3, 1, 2)
+
+
+class RefTimmStage(nn.Module):
+    def __init__(self, cin: int, cout: int, depth: int) -> None:
+        super().__init__()
+        self.downsample = nn.Identity() if cin == cout else nn.Sequential(RefLayerNorm2d(cin, eps=1e-6),
+                                                                          nn.Conv2d(cin, cout, 2, 2))
+        self.blocks = nn.Sequential(*[RefTimmBlock(cout) for _ in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class RefTimmHead(nn.Module):
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm, self.fc = RefLayerNorm2d(dim, eps=1e-6), nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x.mean((2, 3), keepdim=True)).flatten(1))
+
+
+class RefTimmConvNeXt(nn.Module):
+    def __init__(self, depths: list[int], dims: list[int], num_classes: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), RefLayerNorm2d(dims[0], eps=1e-6))
+        self.stages = nn.Sequential(*[RefTimmStage(dims[max(i - 1, 0)], d, n)
+                                      for i, (n, d) in enumerate(zip(depths, dims))])
+        self.head = RefTimmHead(dims[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+def test_timm_checkpoint_loads_and_matches_reference(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    ref = RefTimmConvNeXt([3, 3, 9, 3], [12, 24, 48, 96], num_classes=5).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0, 0.2)
+    assert {"stem.1.weight", "stages.1.downsample.1.weight", "stages.3.blocks.2.gamma", "head.fc.bias"} <= \
+        set(ref.state_dict())
+    torch.save(ref.state_dict(), tmp_path / "timm.pth")
+    ours = skiplab.create_model("convnext_tiny", width=0.125, num_classes=5, weights=str(tmp_path / "timm.pth")).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)

@@ -12,7 +12,7 @@ LayerNorm epsilon 1e-6 everywhere; weights drawn from a truncated normal (std 0.
 Stochastic depth (``drop_path_rate``: block l of L drops with l/L of it, Huang et al.'s rule; torchvision starts
 at 0 for the first block) is off by default here, as for every
 skiplab model; the paper trains T/S/B/L with 0.1/0.4/0.5/0.5.  Checkpoints of torchvision and Keras Applications'
-ConvNeXt (``.h5``) load through :meth:`ConvNeXt.remap_state_dict`.
+ConvNeXt (``.h5``) and timm's ConvNeXt load through :meth:`ConvNeXt.remap_state_dict`.
 """
 from __future__ import annotations
 
@@ -94,13 +94,16 @@ class ConvNeXt(SkipNet):
                     nn.init.zeros_(m.bias)
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision's ConvNeXt keys (``features.*``, ``classifier.*``) or Keras Applications' ConvNeXt weights
-        (read from their .h5 files) -> ours; anything else unchanged."""
+        """torchvision's ConvNeXt keys (``features.*``, ``classifier.*``), timm's (``stem.0``, ``stages.i.blocks.j``,
+        ``head.fc``) or Keras Applications' ConvNeXt weights (read from their .h5 files) -> ours; anything else
+        unchanged."""
         if looks_like_keras(state_dict):
             return from_keras(state_dict, keras_module)
         if "features.0.0.weight" in state_dict:
             return {torchvision_key_to_ours(k) or k: (v.flatten() if k.endswith("layer_scale") else v)
                     for k, v in state_dict.items()}
+        if "stem.0.weight" in state_dict and any(k.startswith("stages.0.blocks.") for k in state_dict):
+            return {timm_key_to_ours(k) or k: v for k, v in state_dict.items()}
         return state_dict
 
 
@@ -129,6 +132,32 @@ def torchvision_key_to_ours(key: str) -> str | None:
     for old, new in _TV_BLOCK.items():
         if rest == old or rest.startswith(old + "."):
             return f"stages.{stage}.{j + (stage > 0)}.{new}{rest[len(old):]}"
+    return None
+
+
+# timm: stem.0/1 (conv, LayerNorm2d); stages.i.downsample.0/1 (LayerNorm2d, conv; i >= 1); stages.i.blocks.j.
+# {conv_dw, norm, mlp.fc1, mlp.fc2, gamma}; head.norm, head.fc
+_TIMM_BLOCK = {"conv_dw": "branch.dwconv", "norm": "branch.norm", "mlp.fc1": "branch.pwconv1",
+               "mlp.fc2": "branch.pwconv2", "gamma": "branch.scale.gamma"}
+
+
+def timm_key_to_ours(key: str) -> str | None:
+    """``stages.1.blocks.0.mlp.fc1.weight`` -> ``stages.1.1.branch.pwconv1.weight``; None if it has no
+    counterpart (timm's ConvNeXt with its default Linear MLP, ``conv_mlp=False``)."""
+    if key.startswith(("stem.0.", "stem.1.")):
+        return f"stem.{('conv', 'norm')[int(key[5])]}{key[6:]}"
+    if key.startswith(("head.norm.", "head.fc.")):
+        return key
+    m = re.match(r"^stages\.(\d+)\.downsample\.([01])\.(.+)$", key)
+    if m:
+        return f"stages.{m[1]}.0.{('norm', 'conv')[int(m[2])]}.{m[3]}"
+    m = re.match(r"^stages\.(\d+)\.blocks\.(\d+)\.(.+)$", key)
+    if m is None:
+        return None
+    stage, block, rest = int(m[1]), int(m[2]), m[3]
+    for old, new in _TIMM_BLOCK.items():
+        if rest == old or rest.startswith(old + "."):
+            return f"stages.{stage}.{block + (stage > 0)}.{new}{rest[len(old):]}"
     return None
 
 
