@@ -21,7 +21,7 @@ from skiplab.weights import load_weights  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' torch backend's numpy calls
 
 PAIRS = [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2"), ("DenseNet121", "densenet121"),
-         ("ConvNeXtTiny", "convnext_tiny")]
+         ("ConvNeXtTiny", "convnext_tiny"), ("MobileNetV2", "mobilenet_v2_keras")]
 SIZE, CLASSES = 64, 10
 
 
