@@ -71,3 +71,27 @@ def test_help_lists_commands() -> None:
     proc = subprocess.run([sys.executable, "-m", "skiplab", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "models" in proc.stdout and "summary" in proc.stdout
+
+
+def test_convert_foreign_weights_to_safetensors(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    import torch
+
+    import skiplab
+    from skiplab.weights import read_weights, save_weights
+
+    src = skiplab.create_model("resnet18", num_classes=4, width=0.25)
+    save_weights(src, tmp_path / "tv.pth", format="torchvision")  # torchvision's key names
+    out = tmp_path / "r18.safetensors"
+    args = ["convert", str(tmp_path / "tv.pth"), "--model", "resnet18", "--model-kwargs",
+            '{"num_classes": 4, "width": 0.25}', "--out", str(out)]
+    code, text, _ = run_cli(capsys, *args)
+    assert code == 0 and "r18.safetensors" in text
+    state, meta = read_weights(out)
+    assert meta["model_name"] == "resnet18" and "stem.conv.weight" in state
+    for key, value in src.state_dict().items():
+        assert torch.equal(state[key], value), key
+    code, _, err = run_cli(capsys, *args)  # never overwritten without being asked
+    assert code == 2 and "exists; pass --overwrite" in err
+    assert run_cli(capsys, *args, "--overwrite")[0] == 0
+    code, _, err = run_cli(capsys, *args[:-1], str(tmp_path / "x.pth"))
+    assert code == 2 and "--out must end in .safetensors" in err

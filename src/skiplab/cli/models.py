@@ -1,4 +1,4 @@
-"""`skiplab models` and `skiplab summary`."""
+"""`skiplab models`, `skiplab summary` and `skiplab convert`."""
 from __future__ import annotations
 
 from typing import Optional
@@ -52,3 +52,30 @@ def summary_cmd(
     table.add_row("[bold]total", "", f"[bold]{_fmt_int(s.params)}", f"[bold]{s.flops / 1e6:,.1f}", f"[bold]{s.skips}")
     console.print(table)
     console.print(f"{s.gflops:.3f} GFLOPs = {s.gmacs:.3f} G multiply-adds per sample")
+
+
+@app.command("convert")
+def convert_cmd(
+    source: str = typer.Argument(..., help="Weights to convert: torchvision/timm .pth, Keras .h5, safetensors."),
+    model: str = typer.Option(..., help="The skiplab model the weights are for (see `skiplab models`)."),
+    out: str = typer.Option(..., help="Where to write: .safetensors (skiplab's format, with the model's name)."),
+    model_kwargs: Optional[str] = typer.Option(None, help="Model build kwargs as JSON, e.g. '{\"num_classes\": 10}'."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+) -> None:
+    """Load another library's checkpoint into a skiplab model and save it as safetensors (model name and kwargs
+    in its metadata, so `skiplab eval --weights OUT` needs no --model)."""
+    from pathlib import Path
+
+    from skiplab.cli.train import _json_dict
+    from skiplab.registry import create_model
+    from skiplab.weights import save_weights
+
+    target = Path(out)
+    if target.suffix != ".safetensors":
+        raise ValueError(f"--out must end in .safetensors; got {out!r}")
+    if target.exists() and not overwrite:
+        raise ValueError(f"{out} exists; pass --overwrite to replace it")
+    net = create_model(model, weights=source, **(_json_dict("model-kwargs", model_kwargs) or {}))
+    save_weights(net, target)
+    console.print(f"{source} -> {target} ({model}, {sum(p.numel() for p in net.parameters()):,} parameters)",
+                  highlight=False)
