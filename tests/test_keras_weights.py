@@ -118,3 +118,18 @@ def test_every_keras_counterpart_is_registered_and_named_after_a_keras_applicati
         keras_preprocess(torch.zeros(3, 8, 8), "caffe")
     with pytest.raises(ValueError, match="mode must be 'caffe', 'tf' or 'torch'; got 'inception'"):
         keras_preprocess(torch.zeros(1, 3, 8, 8), "inception")
+
+
+def test_convnext_with_keras_built_in_preprocessing_equals_ours_after_keras_preprocess(tmp_path):
+    """Keras' ConvNeXt normalises raw [0, 255] RGB inside the model (a Normalization layer without weights);
+    ours takes what keras_preprocess(x, preprocessing_mode("convnext_tiny")) gives."""
+    keras.utils.set_random_seed(0)
+    kmodel = keras.applications.ConvNeXtTiny(weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+                                             classifier_activation=None)
+    kmodel.save(tmp_path / "cnx.h5")
+    net = skiplab.create_model("convnext_tiny", num_classes=CLASSES, weights=str(tmp_path / "cnx.h5")).eval()
+    images = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)) * 255
+    expected = np.asarray(keras.ops.convert_to_numpy(kmodel(images.permute(0, 2, 3, 1).numpy(), training=False)))
+    with torch.no_grad():
+        got = net(keras_preprocess(images, preprocessing_mode("convnext_tiny")))
+    torch.testing.assert_close(got, torch.as_tensor(expected), rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
