@@ -21,8 +21,9 @@ from skiplab.weights import load_weights  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' torch backend's numpy calls
 
 PAIRS = [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2"), ("DenseNet121", "densenet121"),
-         ("ConvNeXtTiny", "convnext_tiny"), ("MobileNetV2", "mobilenet_v2_keras")]
+         ("ConvNeXtTiny", "convnext_tiny"), ("MobileNetV2", "mobilenet_v2_keras"), ("Xception", "xception")]
 SIZE, CLASSES = 64, 10
+SIZES = {"Xception": 79}  # >= 71 (its unpadded stem); 79 -> 39 -> 37 -> pools at 37, 19, 10 (even: TF pads 0/1), 5
 
 
 def keras_model(name: str, seed: int = 0) -> keras.Model:
@@ -30,7 +31,8 @@ def keras_model(name: str, seed: int = 0) -> keras.Model:
     offsets and moving statistics too — zeros and ones would hide a BatchNorm mapped to the wrong layer."""
     keras.utils.set_random_seed(seed)
     extra = {"include_preprocessing": False} if name.startswith("ConvNeXt") else {}  # ours takes normalised input
-    model = getattr(keras.applications, name)(weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+    size = SIZES.get(name, SIZE)
+    model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=CLASSES,
                                               classifier_activation=None, **extra)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
@@ -59,7 +61,8 @@ def save_both_layouts(model: keras.Model, tmp_path) -> tuple:
 @pytest.mark.parametrize("keras_name, ours", PAIRS)
 def test_keras_applications_weights_give_keras_outputs(keras_name, ours, tmp_path):
     kmodel = keras_model(keras_name)
-    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    size = SIZES.get(keras_name, SIZE)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     expected = kmodel(x.permute(0, 2, 3, 1).numpy(), training=False)
     expected = torch.as_tensor(np.asarray(keras.ops.convert_to_numpy(expected)))
     for path in save_both_layouts(kmodel, tmp_path):

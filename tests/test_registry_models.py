@@ -24,6 +24,8 @@ def tiny_input(name: str, batch: int = 2) -> torch.Tensor:
     if len(size) == 3:  # C,H,W: 32x32 is enough for every stem (ImageNet nets end at 1x1) ...
         # ... except the plain ImageNet DenseNets, whose last BatchNorms would see 2 values per channel.
         side = 64 if "densenet" in name and size[1] > 32 else 32
+        with torch.device("meta"):  # a model with a larger minimum (Xception's unpadded stem: 71) gets that
+            side = max(side, skiplab.create_model(name).min_input_size)
         size = (size[0], min(size[1], side), min(size[2], side))
     return torch.randn(batch, *size)
 

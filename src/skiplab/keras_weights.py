@@ -33,14 +33,15 @@ KERAS_APPLICATIONS = {"resnet50_keras": "ResNet50", "resnet101_keras": "ResNet10
                       "densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201",
                       "convnext_tiny": "ConvNeXtTiny", "convnext_small": "ConvNeXtSmall",
                       "convnext_base": "ConvNeXtBase", "convnext_large": "ConvNeXtLarge",
-                      "mobilenet_v2_keras": "MobileNetV2"}
+                      "mobilenet_v2_keras": "MobileNetV2", "xception": "Xception"}
 KERAS_MODELS = ", ".join(f"{ours} ({theirs})" for ours, theirs in KERAS_APPLICATIONS.items())
 # Keras variable -> the PyTorch parameter or buffer name
 # ("variable": an unnamed weight, e.g. ConvNeXt's LayerScale γ, saved as variable, variable_1, ...)
 VARIABLES = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-             "moving_variance": "running_var", "variable": "gamma", "depthwise_kernel": "weight"}  # Keras 2's name
-_KEY = re.compile(r"^(?P<layer>.+)/(?P<var>kernel|depthwise_kernel|bias|gamma|beta|moving_mean|moving_variance|"
-                  r"variable)$")
+             "moving_variance": "running_var", "variable": "gamma", "depthwise_kernel": "weight",
+             "pointwise_kernel": "weight"}  # the last two: SeparableConv2D's (and Keras 2's DepthwiseConv2D's)
+_KEY = re.compile(r"^(?P<layer>.+)/(?P<var>kernel|depthwise_kernel|pointwise_kernel|bias|gamma|beta|moving_mean|"
+                  r"moving_variance|variable)$")
 
 
 def is_hdf5(head: bytes) -> bool:
@@ -105,7 +106,7 @@ def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str, str
         if module is None:
             out[key] = value
             continue
-        if m["var"] in ("kernel", "depthwise_kernel") and value.dim() == 4:
+        if m["var"] in ("kernel", "depthwise_kernel", "pointwise_kernel") and value.dim() == 4:
             value = value.permute(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
         elif m["var"] == "kernel" and value.dim() == 2:
             value = value.t()  # Dense (in, out) -> Linear (out, in)
@@ -193,7 +194,7 @@ def preprocessing_mode(model_name: str) -> str:
     if model_name not in KERAS_APPLICATIONS:
         raise ValueError(f"{model_name!r} has no Keras Applications counterpart; those that do: {KERAS_MODELS}")
     keras_name = KERAS_APPLICATIONS[model_name]
-    if keras_name == "MobileNetV2":
+    if keras_name in ("MobileNetV2", "Xception"):
         return "tf"
     if keras_name.startswith("ConvNeXt"):
         return "torch"  # ImageNet mean/std (Keras builds it into the model unless include_preprocessing=False)

@@ -50,18 +50,19 @@ class InvertedResidual(ResidualUnit):
 
 class SamePad2d(nn.Module):
     """TensorFlow's "same" padding for a ``kernel`` x ``kernel`` window with ``stride``: ``max(k - s, 0)`` pixels
-    on an even size (more of them at the bottom/right), ``k - 1`` on an odd one — computed from the input."""
+    on an even size (more of them at the bottom/right), ``k - 1`` on an odd one — computed from the input.
+    ``value``: what to pad with (-inf before a max pool, as TensorFlow's pooling ignores the padding)."""
 
-    def __init__(self, kernel: int, stride: int) -> None:
+    def __init__(self, kernel: int, stride: int, *, value: float = 0.0) -> None:
         super().__init__()
-        self.kernel, self.stride = kernel, stride
+        self.kernel, self.stride, self.value = kernel, stride, value  # value: -inf before a max pool
 
     def forward(self, x):  # noqa: ANN001, ANN201
         pads = []
         for size in (x.shape[-1], x.shape[-2]):  # F.pad order: width first
             total = max((-(-size // self.stride) - 1) * self.stride + self.kernel - size, 0)
             pads += [total // 2, total - total // 2]
-        return nn.functional.pad(x, pads)
+        return nn.functional.pad(x, pads, value=self.value)
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel}, stride={self.stride}"
