@@ -1,6 +1,8 @@
 """Tests generated from the registry: every registered model gets the same checks on a tiny input."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn as nn
@@ -19,13 +21,18 @@ HUGE = {n for n in ALL if "1202" in n or "1001" in n}
 EXPLODING_AT_INIT = {"plain1202", "highway1202", "plain_preact_resnet1001"}  # measured at seed 0, batch 2, 32x32
 
 
+@functools.lru_cache(maxsize=None)
+def min_input_size(name: str) -> int:
+    """The model's smallest input side (Xception's unpadded stem needs 71), read from a meta-device copy."""
+    with torch.device("meta"):
+        return skiplab.create_model(name).min_input_size
+
+
 def tiny_input(name: str, batch: int = 2) -> torch.Tensor:
     size = get_entry(name).input_size
     if len(size) == 3:  # C,H,W: 32x32 is enough for every stem (ImageNet nets end at 1x1) ...
         # ... except the plain ImageNet DenseNets, whose last BatchNorms would see 2 values per channel.
-        side = 64 if "densenet" in name and size[1] > 32 else 32
-        with torch.device("meta"):  # a model with a larger minimum (Xception's unpadded stem: 71) gets that
-            side = max(side, skiplab.create_model(name).min_input_size)
+        side = max(64 if "densenet" in name and size[1] > 32 else 32, min_input_size(name))
         size = (size[0], min(size[1], side), min(size[2], side))
     return torch.randn(batch, *size)
 
