@@ -21,9 +21,11 @@ from skiplab.weights import load_weights  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' torch backend's numpy calls
 
 PAIRS = [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2"), ("DenseNet121", "densenet121"),
-         ("ConvNeXtTiny", "convnext_tiny"), ("MobileNetV2", "mobilenet_v2_keras"), ("Xception", "xception")]
+         ("ConvNeXtTiny", "convnext_tiny"), ("MobileNetV2", "mobilenet_v2_keras"), ("Xception", "xception"),
+         ("EfficientNetB0", "efficientnet_b0")]
 SIZE, CLASSES = 64, 10
 SIZES = {"Xception": 79}  # >= 71 (its unpadded stem); 79 -> 39 -> 37 -> pools at 37, 19, 10 (even: TF pads 0/1), 5
+INPUT_SCALE = {"EfficientNetB0": 255.0}  # Keras' EfficientNet divides its input by 255 itself
 
 
 def keras_model(name: str, seed: int = 0) -> keras.Model:
@@ -63,7 +65,7 @@ def test_keras_applications_weights_give_keras_outputs(keras_name, ours, tmp_pat
     kmodel = keras_model(keras_name)
     size = SIZES.get(keras_name, SIZE)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
-    expected = kmodel(x.permute(0, 2, 3, 1).numpy(), training=False)
+    expected = kmodel(x.permute(0, 2, 3, 1).numpy() * INPUT_SCALE.get(keras_name, 1.0), training=False)
     expected = torch.as_tensor(np.asarray(keras.ops.convert_to_numpy(expected)))
     for path in save_both_layouts(kmodel, tmp_path):
         net = skiplab.create_model(ours, num_classes=CLASSES).eval()

@@ -33,7 +33,8 @@ KERAS_APPLICATIONS = {"resnet50_keras": "ResNet50", "resnet101_keras": "ResNet10
                       "densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201",
                       "convnext_tiny": "ConvNeXtTiny", "convnext_small": "ConvNeXtSmall",
                       "convnext_base": "ConvNeXtBase", "convnext_large": "ConvNeXtLarge",
-                      "mobilenet_v2_keras": "MobileNetV2", "xception": "Xception"}
+                      "mobilenet_v2_keras": "MobileNetV2", "xception": "Xception",
+                      **{f"efficientnet_b{i}": f"EfficientNetB{i}" for i in range(8)}}
 KERAS_MODELS = ", ".join(f"{ours} ({theirs})" for ours, theirs in KERAS_APPLICATIONS.items())
 # Keras variable -> the PyTorch parameter or buffer name
 # ("variable": an unnamed weight, e.g. ConvNeXt's LayerScale γ, saved as variable, variable_1, ...)
@@ -196,6 +197,6 @@ def preprocessing_mode(model_name: str) -> str:
     keras_name = KERAS_APPLICATIONS[model_name]
     if keras_name in ("MobileNetV2", "Xception"):
         return "tf"
-    if keras_name.startswith("ConvNeXt"):
-        return "torch"  # ImageNet mean/std (Keras builds it into the model unless include_preprocessing=False)
+    if keras_name.startswith(("ConvNeXt", "EfficientNet")):
+        return "torch"  # ImageNet mean/std: Keras builds that into these models (ConvNeXt: include_preprocessing)
     return "tf" if keras_name.endswith("V2") else "torch" if keras_name.startswith("DenseNet") else "caffe"

@@ -1,7 +1,8 @@
 """The inverted residual block of MobileNetV2 (Sandler et al. 2018, "MobileNetV2: Inverted Residuals and Linear
-Bottlenecks", arXiv:1801.04381): expand the channels ``t`` times with a 1x1 convolution, filter each channel with a
-3x3 depthwise convolution (carrying the stride), project back with a linear 1x1 convolution (no activation after
-it), and add the input when the shape is unchanged: ``x' = x + project(dw(expand(x)))``.
+Bottlenecks", arXiv:1801.04381) — with a squeeze-and-excitation gate and swish, EfficientNet's MBConv: expand the
+channels ``t`` times with a 1x1 convolution, filter each channel with a 3x3 depthwise convolution (carrying the
+stride), project back with a linear 1x1 convolution (no activation after it), and add the input when the shape is
+unchanged: ``x' = x + project(dw(expand(x)))``.
 
 Where the stride or the channel count changes the paper has no shortcut, so such a block is plain even in the
 residual net (``skip="none"``); the model decides per block.
@@ -10,24 +11,48 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 import torch.nn as nn
 
 from skiplab.blocks.residual import ResidualUnit
 from skiplab.layers.norm_act import check_positive
 
+ACTS = {"relu6": lambda: nn.ReLU6(inplace=True), "silu": lambda: nn.SiLU(inplace=True)}
+
+
+class SqueezeExcite(nn.Module):
+    """``x * sigmoid(W2 swish(W1 mean_hw(x)))`` (Hu et al. 2018), ``reduced`` channels in the middle."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.act = nn.SiLU()
+        self.expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
+
 
 class InvertedResidual(ResidualUnit):
     """``in_channels`` -> ``out_channels`` with ``stride`` and expansion ``expand_ratio`` (1: no expansion conv).
-    ``bn_eps``: BatchNorm epsilon (torchvision 1e-5, Keras 1e-3).  ``padding``: "torch" (1 pixel on every side)
-    or "tf" (TensorFlow's "same": a stride-2 convolution on an even size pads only the bottom and right)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int, *,
-                 skip: str = "residual", bn_eps: float = 1e-5, padding: str = "torch", gate_bias: float = -2.0,
-                 drop_path: float = 0.0) -> None:
+    ``kernel``: the depthwise convolution's size.  ``act``: "relu6" (MobileNetV2) or "silu" (swish, EfficientNet).
+    ``se_ratio`` > 0: a squeeze-and-excitation gate after the depthwise convolution with ``in_channels * se_ratio``
+    channels in the middle (EfficientNet's MBConv).  ``bn_eps``: BatchNorm epsilon (torchvision 1e-5, Keras 1e-3).
+    ``padding``: "torch" (``kernel // 2`` on every side) or "tf" (TensorFlow's "same": a stride-2 convolution on an
+    even size pads one pixel less at the top and left; a ``pad`` layer before ``dwconv``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int, *, kernel: int = 3,
+                 act: str = "relu6", se_ratio: float = 0.0, skip: str = "residual", bn_eps: float = 1e-5,
+                 padding: str = "torch", gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
         super().__init__(skip)
         check_positive("expand_ratio", expand_ratio)
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2; got {stride!r}")
+        if act not in ACTS:
+            raise ValueError(f"act must be one of {', '.join(map(repr, ACTS))}; got {act!r}")
+        if padding not in ("torch", "tf"):
+            raise ValueError(f"padding must be 'torch' or 'tf'; got {padding!r}")
         if skip != "none" and (stride != 1 or in_channels != out_channels):
             raise ValueError(f"an inverted residual block has a skip only where the shape is kept; got skip={skip!r} "
                              f"with {in_channels}->{out_channels} channels, stride {stride} (use skip='none')")
@@ -35,10 +60,14 @@ class InvertedResidual(ResidualUnit):
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         if expand_ratio != 1:
             layers.update(expand=nn.Conv2d(in_channels, hidden, 1, bias=False), bn1=nn.BatchNorm2d(hidden, eps=bn_eps),
-                          act1=nn.ReLU6(inplace=True))
+                          act1=ACTS[act]())
+        if padding == "tf":
+            layers["pad"] = SamePad2d(kernel, stride)
         layers.update(
-            dwconv=depthwise3x3(hidden, stride, padding),
-            bn2=nn.BatchNorm2d(hidden, eps=bn_eps), act2=nn.ReLU6(inplace=True),
+            dwconv=nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2 if padding == "torch" else 0, groups=hidden,
+                             bias=False),
+            bn2=nn.BatchNorm2d(hidden, eps=bn_eps), act2=ACTS[act](),
+            **({"se": SqueezeExcite(hidden, max(1, int(in_channels * se_ratio)))} if se_ratio > 0 else {}),
             project=nn.Conv2d(hidden, out_channels, 1, bias=False), bn3=nn.BatchNorm2d(out_channels, eps=bn_eps),
         )
         self.preact = nn.Identity()
@@ -66,13 +95,3 @@ class SamePad2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel}, stride={self.stride}"
-
-
-def depthwise3x3(channels: int, stride: int, padding: str) -> nn.Module:
-    """A 3x3 depthwise convolution, padded the torch way or TensorFlow's "same" way (see :class:`SamePad2d`)."""
-    if padding == "torch":
-        return nn.Conv2d(channels, channels, 3, stride, 1, groups=channels, bias=False)
-    if padding == "tf":
-        return nn.Sequential(OrderedDict(pad=SamePad2d(3, stride),
-                                         conv=nn.Conv2d(channels, channels, 3, stride, 0, groups=channels, bias=False)))
-    raise ValueError(f"padding must be 'torch' or 'tf'; got {padding!r}")

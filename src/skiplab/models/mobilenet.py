@@ -116,7 +116,7 @@ class MobileNetV2(SkipNet):
         weights (read from .h5) -> ours; anything else unchanged."""
         index = self._block_index()
         if looks_like_keras(state_dict):
-            out = from_keras(state_dict, partial(keras_module, index=index, tf_padding=self.layout == "keras"))
+            out = from_keras(state_dict, partial(keras_module, index=index))
             # a Keras DepthwiseConv2D kernel is (kh, kw, C, 1): the generic conversion leaves (1, C, kh, kw)
             return {k: v.transpose(0, 1).contiguous() if ".dwconv." in k and v.dim() == 4 and v.shape[0] == 1 else v
                     for k, v in out.items()}
@@ -156,7 +156,7 @@ def torchvision_key_to_ours(key: str, index: list[tuple[int, int]]) -> str | Non
 _KERAS_BLOCK = re.compile(r"^(?:block_(?P<id>\d+)|expanded_conv)_(?P<part>expand|depthwise|project)(?P<bn>_BN)?$")
 
 
-def keras_module(layer: str, var: str, *, index: list[tuple[int, int]], tf_padding: bool) -> str | None:
+def keras_module(layer: str, var: str, *, index: list[tuple[int, int]]) -> str | None:
     """Keras Applications' MobileNetV2 layer names (``Conv1``, ``block_3_depthwise_BN``, ``Conv_1_bn``,
     ``predictions``) -> our modules."""
     fixed = {"Conv1": "stem.conv", "bn_Conv1": "stem.bn", "Conv_1": "head.conv", "Conv_1_bn": "head.bn",
@@ -173,8 +173,7 @@ def keras_module(layer: str, var: str, *, index: list[tuple[int, int]], tf_paddi
     if m["bn"]:
         name = {"expand": "bn1", "depthwise": "bn2", "project": "bn3"}[m["part"]]
     else:
-        name = {"expand": "expand", "depthwise": "dwconv.conv" if tf_padding else "dwconv", "project": "project"}[
-            m["part"]]
+        name = {"expand": "expand", "depthwise": "dwconv", "project": "project"}[m["part"]]
     return f"stages.{stage}.{block}.branch.{name}"
 
 
