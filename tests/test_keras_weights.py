@@ -67,6 +67,10 @@ def test_keras_applications_weights_give_keras_outputs(keras_name, ours, tmp_pat
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     expected = kmodel(x.permute(0, 2, 3, 1).numpy() * INPUT_SCALE.get(keras_name, 1.0), training=False)
     expected = torch.as_tensor(np.asarray(keras.ops.convert_to_numpy(expected)))
+    net = skiplab.create_model(ours, num_classes=CLASSES)
+    stats = sum(b.numel() for k, b in net.named_buffers() if k.endswith(("running_mean", "running_var")))
+    normalisation = 7 if keras_name.startswith("EfficientNet") else 0  # its input Normalization's mean/var/count
+    assert kmodel.count_params() == sum(p.numel() for p in net.parameters()) + stats + normalisation
     for path in save_both_layouts(kmodel, tmp_path):
         net = skiplab.create_model(ours, num_classes=CLASSES).eval()
         load_weights(net, path)
