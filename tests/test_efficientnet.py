@@ -1,14 +1,20 @@
 """EfficientNet: parameter counts (torchvision's and Keras' trainable counts, B0-B7), the MBConv block, drop
-connect, twins.  Keras' EfficientNetB0 is compared output for output in test_keras_weights.py."""
+connect, twins, torchvision-format checkpoints (an independent reference in torchvision's module layout).  Keras'
+EfficientNetB0 is compared output for output in test_keras_weights.py."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import skiplab
 from skiplab.blocks.base import count_skips
 from skiplab.models.efficientnet import mbconv, round_filters
+
+from foreign_checkpoints import assert_loads_like, randomise_
 
 
 def n_params(m: nn.Module) -> int:
@@ -21,6 +27,7 @@ def n_params(m: nn.Module) -> int:
 def test_parameter_counts(variant: str, count: int) -> None:
     with torch.device("meta"):
         assert n_params(skiplab.create_model(f"efficientnet_{variant}")) == count
+        assert n_params(skiplab.create_model(f"efficientnet_{variant}_keras")) == count
 
 
 def test_blocks_skips_and_drop_connect() -> None:
@@ -40,3 +47,56 @@ def test_blocks_skips_and_drop_connect() -> None:
         mbconv(8, 16, 3, 2, 6)
     with pytest.raises(ValueError, match="variant must be one of 'b0'.*got 'b8'"):
         skiplab.models.efficientnet.EfficientNet("b8")
+
+
+# --- torchvision's layout, written out independently ------------------------------------------------------
+def cna(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, *([nn.SiLU()] if act else []))
+
+
+class RefSE(nn.Module):
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(F.silu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+
+
+class RefMBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, s: int, t: int) -> None:
+        super().__init__()
+        hidden = cin * t
+        layers = ([cna(cin, hidden, 1)] if t != 1 else []) + [cna(hidden, hidden, k, s, hidden),
+                                                               RefSE(hidden, max(1, cin // 4)),
+                                                               cna(hidden, cout, 1, act=False)]
+        self.block = nn.Sequential(*layers)
+        self.res = s == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.res else self.block(x)
+
+
+class RefEfficientNetB0(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        feats: list[nn.Module] = [cna(3, 32, 3, 2)]
+        for k, n, cin, cout, t, s in [(3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2),
+                                      (3, 3, 40, 80, 6, 2), (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2),
+                                      (3, 1, 192, 320, 6, 1)]:
+            feats.append(nn.Sequential(*[RefMBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, t)
+                                         for i in range(n)]))
+        feats.append(cna(320, 1280, 1))
+        self.features = nn.Sequential(*feats)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+def test_torchvision_checkpoint_loads_and_matches_reference(tmp_path: Path) -> None:
+    ref = randomise_(RefEfficientNetB0(num_classes=7), seed=6)
+    assert {"features.1.0.block.1.fc1.weight", "features.2.0.block.3.1.running_var", "features.8.0.weight",
+            "classifier.1.bias"} <= set(ref.state_dict())
+    assert_loads_like(ref, "efficientnet_b0", tmp_path, torch.randn(2, 3, 64, 64), num_classes=7)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' 
 
 PAIRS = [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2"), ("DenseNet121", "densenet121"),
          ("ConvNeXtTiny", "convnext_tiny"), ("MobileNetV2", "mobilenet_v2_keras"), ("Xception", "xception"),
-         ("EfficientNetB0", "efficientnet_b0")]
+         ("EfficientNetB0", "efficientnet_b0_keras")]
 SIZE, CLASSES = 64, 10
 SIZES = {"Xception": 79}  # >= 71 (its unpadded stem); 79 -> 39 -> 37 -> pools at 37, 19, 10 (even: TF pads 0/1), 5
 INPUT_SCALE = {"EfficientNetB0": 255.0}  # Keras' EfficientNet divides its input by 255 itself

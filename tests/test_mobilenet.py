@@ -15,6 +15,8 @@ from skiplab.blocks.base import count_skips
 from skiplab.blocks.inverted_residual import InvertedResidual, SamePad2d
 from skiplab.models.mobilenet import make_divisible
 
+from foreign_checkpoints import assert_loads_like, randomise_
+
 
 def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
@@ -91,20 +93,7 @@ class RefMobileNetV2(nn.Module):
 
 
 def test_torchvision_checkpoint_loads_and_matches_reference(tmp_path: Path) -> None:
-    torch.manual_seed(5)
-    ref = RefMobileNetV2(num_classes=7).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            p.normal_(0, 0.1) if p.dim() > 1 else p.uniform_(0.5, 1.5)
-        for m in ref.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
+    ref = randomise_(RefMobileNetV2(num_classes=7), seed=5)
     assert {"features.1.conv.0.0.weight", "features.2.conv.1.0.weight", "features.18.1.running_var",
             "classifier.1.weight"} <= set(ref.state_dict())
-    torch.save(ref.state_dict(), tmp_path / "tv.pth")
-    ours = skiplab.create_model("mobilenet_v2", num_classes=7, weights=str(tmp_path / "tv.pth")).eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        want = ref(x)
-        torch.testing.assert_close(ours(x), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    assert_loads_like(ref, "mobilenet_v2", tmp_path, torch.randn(2, 3, 64, 64), num_classes=7)

@@ -34,7 +34,7 @@ KERAS_APPLICATIONS = {"resnet50_keras": "ResNet50", "resnet101_keras": "ResNet10
                       "convnext_tiny": "ConvNeXtTiny", "convnext_small": "ConvNeXtSmall",
                       "convnext_base": "ConvNeXtBase", "convnext_large": "ConvNeXtLarge",
                       "mobilenet_v2_keras": "MobileNetV2", "xception": "Xception",
-                      **{f"efficientnet_b{i}": f"EfficientNetB{i}" for i in range(8)}}
+                      **{f"efficientnet_b{i}_keras": f"EfficientNetB{i}" for i in range(8)}}
 KERAS_MODELS = ", ".join(f"{ours} ({theirs})" for ours, theirs in KERAS_APPLICATIONS.items())
 # Keras variable -> the PyTorch parameter or buffer name
 # ("variable": an unnamed weight, e.g. ConvNeXt's LayerScale γ, saved as variable, variable_1, ...)

@@ -1,14 +1,14 @@
-"""EfficientNet-B0...B7 (Tan & Le 2019, arXiv:1905.11946) in Keras Applications' layout: MBConv blocks — an inverted
-residual (:mod:`skiplab.blocks.inverted_residual`'s shape) with a squeeze-and-excitation gate and swish — and an
+"""EfficientNet-B0...B7 (Tan & Le 2019, arXiv:1905.11946): MBConv blocks — an inverted residual
+(:class:`~skiplab.blocks.inverted_residual.InvertedResidual`) with a squeeze-and-excitation gate and swish — with an
 identity skip wherever a block keeps its shape, dropped per sample with the paper's "drop connect" rate (0.2 at the
-last block, rising linearly from 0).
+last block, rising linearly from 0).  Widths and depths are scaled from the B0 table by ``round_filters`` /
+``round_repeats``; parameters equal torchvision's and Keras' trainable counts (B0 5,288,548 ... B7 66,347,960).
 
-As in Keras (``keras.applications.EfficientNetB0``...): BatchNorm epsilon 1e-3; stride-2 depthwise convolutions
-padded TensorFlow's way (:class:`~skiplab.blocks.inverted_residual.SamePad2d`); widths and depths scaled by
-``round_filters`` / ``round_repeats`` from the B0 table.  Trainable parameters equal Keras' and torchvision's
-(B0 5,288,548 ... B7 66,347,960).  Keras builds its input scaling into the model (x/255, then a Normalization);
-skiplab's takes the scaled input (``keras_preprocess(x, "torch")`` for ImageNet weights), and Keras' .h5 weights
-load without the Normalization layer's statistics.
+Two layouts with the same parameters: ``efficientnet_b0``... (torchvision's: BatchNorm epsilon 1e-5, symmetric
+padding; its checkpoints load) and ``efficientnet_b0_keras``... (Keras Applications': epsilon 1e-3, TensorFlow's
+"same" padding on the stride-2 convolutions; Keras' .h5 weights give Keras' outputs).  Keras builds its input
+scaling into the model (x/255, then a Normalization); skiplab's takes the scaled input (``keras_preprocess(x,
+"torch")`` for ImageNet weights), and Keras' files load without the Normalization layer's statistics.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from skiplab.models.base import SkipNet
 from skiplab.models.resnet import define_twins
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs, arXiv:1905.11946"
-EPS = 1e-3
 # B0: (kernel, repeats, in, out, expansion, stride) per stage; every block has SE with ratio 0.25 of its input
 B0 = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2), (5, 3, 80, 112, 6, 1),
       (5, 4, 112, 192, 6, 2), (3, 1, 192, 320, 6, 1))
@@ -46,12 +45,17 @@ def round_filters(filters: float, width: float, divisor: int = 8) -> int:
     return int(rounded + divisor if rounded < 0.9 * filters else rounded)
 
 
-def mbconv(in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: int, **kwargs: Any
-           ) -> InvertedResidual:
-    """EfficientNet's MBConv: an inverted residual with swish, a squeeze-and-excitation gate (0.25 of the block's
-    input channels), BatchNorm epsilon 1e-3 and TensorFlow's padding."""
+# layout -> BatchNorm epsilon and padding: torchvision's (symmetric) and Keras' (TensorFlow's "same")
+LAYOUTS = {"torchvision": (1e-5, "torch"), "keras": (1e-3, "tf")}
+
+
+def mbconv(in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: int, *,
+           layout: str = "keras", **kwargs: Any) -> InvertedResidual:
+    """EfficientNet's MBConv: an inverted residual with swish and a squeeze-and-excitation gate (0.25 of the block's
+    input channels); ``layout`` sets BatchNorm's epsilon and the padding."""
+    eps, padding = LAYOUTS[layout]
     return InvertedResidual(in_channels, out_channels, stride, expand_ratio, kernel=kernel, act="silu", se_ratio=0.25,
-                            bn_eps=EPS, padding="tf", **kwargs)
+                            bn_eps=eps, padding=padding, **kwargs)
 
 
 class EfficientNet(SkipNet):
@@ -63,23 +67,28 @@ class EfficientNet(SkipNet):
         dropout: before the classifier (default: the variant's).
     """
 
-    def __init__(self, variant: str = "b0", *, num_classes: int = 1000, in_channels: int = 3, skip: str = "residual",
-                 drop_path_rate: float = 0.2, drop_path_mode: str = "row", dropout: float | None = None) -> None:
+    def __init__(self, variant: str = "b0", *, layout: str = "torchvision", num_classes: int = 1000,
+                 in_channels: int = 3, skip: str = "residual", drop_path_rate: float = 0.2, drop_path_mode: str = "row",
+                 dropout: float | None = None) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"EfficientNet variant must be one of {', '.join(map(repr, VARIANTS))}; got {variant!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}")
+        eps, padding = LAYOUTS[layout]
         check_positive("num_classes", num_classes)
         self.in_channels = check_positive("in_channels", in_channels)
         width, depth, side, default_dropout = VARIANTS[variant]
         dropout = default_dropout if dropout is None else dropout
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
-        self.variant, self.skip = variant, skip
+        self.variant, self.skip, self.layout = variant, skip, layout
         self.default_input_size = (in_channels, side, side)
         stem = round_filters(32, width)
         self.stem = nn.Sequential(OrderedDict(
-            pad=SamePad2d(3, 2), conv=nn.Conv2d(in_channels, stem, 3, 2, bias=False),
-            bn=nn.BatchNorm2d(stem, eps=EPS), act=nn.SiLU(inplace=True)))
+            **({"pad": SamePad2d(3, 2)} if padding == "tf" else {}),
+            conv=nn.Conv2d(in_channels, stem, 3, 2, 1 if padding == "torch" else 0, bias=False),
+            bn=nn.BatchNorm2d(stem, eps=eps), act=nn.SiLU(inplace=True)))
         plan = []  # per stage: (in, out, kernel, stride, expansion) per block
         for kernel, repeats, cin, cout, t, s in B0:
             cin, cout = round_filters(cin, width), round_filters(cout, width)
@@ -92,7 +101,7 @@ class EfficientNet(SkipNet):
             blocks = []
             for cin, cout, kernel, s, t in stage:
                 keeps = s == 1 and cin == cout
-                blocks.append(mbconv(cin, cout, kernel, s, t, skip=skip if keeps else "none",
+                blocks.append(mbconv(cin, cout, kernel, s, t, layout=layout, skip=skip if keeps else "none",
                                      drop_path=rate * k / n if keeps and skip != "none" else 0.0))  # Keras' rule
                 k += 1
             stages.append(nn.Sequential(*blocks))
@@ -100,7 +109,7 @@ class EfficientNet(SkipNet):
         top = round_filters(1280, width)
         self.num_features = top
         self.head = nn.Sequential(OrderedDict(
-            conv=nn.Conv2d(plan[-1][-1][1], top, 1, bias=False), bn=nn.BatchNorm2d(top, eps=EPS),
+            conv=nn.Conv2d(plan[-1][-1][1], top, 1, bias=False), bn=nn.BatchNorm2d(top, eps=eps),
             act=nn.SiLU(inplace=True), pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1),
             **({"dropout": nn.Dropout(dropout)} if dropout else {}), fc=nn.Linear(top, num_classes)))
         for m in self.modules():
@@ -113,14 +122,47 @@ class EfficientNet(SkipNet):
                 nn.init.zeros_(m.bias)
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Keras Applications' EfficientNet weights (read from .h5) -> ours, without Keras' input Normalization
-        statistics; anything else unchanged."""
+        """torchvision's EfficientNet keys (``features.*``, ``classifier.1``) or Keras Applications' EfficientNet
+        weights (read from .h5; without Keras' input Normalization statistics) -> ours; anything else unchanged."""
+        if "features.0.0.weight" in state_dict and "classifier.1.weight" in state_dict:
+            return {torchvision_key_to_ours(k, [len(s) for s in self.stages]) or k: v for k, v in state_dict.items()}
         keras = {k: v for k, v in state_dict.items() if not re.fullmatch(r"normalization(_\d+)?/.+", k)}
         if not looks_like_keras(keras):
             return state_dict
         out = from_keras(keras, partial(keras_module, counts=[len(s) for s in self.stages]))
         return {k: v.transpose(0, 1).contiguous() if k.endswith(".dwconv.weight") and v.shape[0] == 1 else v
                 for k, v in out.items()}
+
+
+def torchvision_key_to_ours(key: str, counts: list[int]) -> str | None:
+    """``features.2.0.block.1.0.weight`` -> ``stages.1.0.branch.dwconv.weight``: torchvision's features.0 is the
+    stem, features.1-7 the stages, features.8 the head's convolution; in a block, ``block.N`` counts the expansion
+    (absent at expansion 1), the depthwise convolution, the SE gate (fc1, fc2) and the projection."""
+    if key.startswith("classifier.1."):
+        return "head.fc." + key[len("classifier.1."):]
+    m = re.match(r"^features\.(\d+)\.(.+)$", key)
+    if m is None:
+        return None
+    f, rest = int(m[1]), m[2]
+    if f in (0, len(counts) + 1):
+        part, _, param = rest.partition(".")
+        where = "stem" if f == 0 else "head"
+        return f"{where}.{('conv', 'bn')[int(part)]}.{param}" if part in ("0", "1") else None
+    m = re.match(r"^(\d+)\.block\.(\d)\.(.+)$", rest)
+    if m is None or not 1 <= f <= len(counts) or int(m[1]) >= counts[f - 1]:
+        return None
+    block, part, param = int(m[1]), int(m[2]), m[3]
+    parts = (["expand"] if f > 1 else []) + ["dw", "se", "project"]  # stage 1 has expansion 1 in every variant
+    if part >= len(parts):
+        return None
+    name = parts[part]
+    if name == "se":
+        sub = {"fc1": "reduce", "fc2": "expand"}.get(param.split(".")[0])
+        return f"stages.{f - 1}.{block}.branch.se.{sub}.{param.split('.', 1)[1]}" if sub else None
+    sub, _, p = param.partition(".")
+    module = {("expand", "0"): "expand", ("expand", "1"): "bn1", ("dw", "0"): "dwconv", ("dw", "1"): "bn2",
+              ("project", "0"): "project", ("project", "1"): "bn3"}.get((name, sub))
+    return f"stages.{f - 1}.{block}.branch.{module}.{p}" if module else None
 
 
 _KERAS_BLOCK = re.compile(r"^block(?P<stage>\d)(?P<letter>[a-z])_(?P<part>expand_conv|expand_bn|dwconv|bn|se_reduce|"
@@ -150,11 +192,12 @@ def efficientnet(variant: str, **kwargs: Any) -> EfficientNet:
 
 
 def _register() -> None:
-    for variant, (_, _, side, _) in VARIANTS.items():
-        define_twins(f"efficientnet_{variant}", partial(efficientnet, variant), module=__name__,
-                     family="efficientnet", input_size=(3, side, side), paper=PAPER,
-                     doc=f"EfficientNet-{variant.upper()} (Tan & Le 2019) in Keras Applications' layout. kwargs: "
-                         "num_classes, in_channels, skip, drop_path_rate, drop_path_mode, dropout.")
+    for layout, suffix, who in (("torchvision", "", "torchvision"), ("keras", "_keras", "Keras Applications")):
+        for variant, (_, _, side, _) in VARIANTS.items():
+            define_twins(f"efficientnet_{variant}{suffix}", partial(efficientnet, variant, layout=layout),
+                         module=__name__, family="efficientnet", input_size=(3, side, side), paper=PAPER,
+                         doc=f"EfficientNet-{variant.upper()} (Tan & Le 2019), the {who} layout. kwargs: "
+                             "num_classes, in_channels, skip, drop_path_rate, drop_path_mode, dropout.")
 
 
 _register()
