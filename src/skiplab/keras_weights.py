@@ -94,12 +94,15 @@ def looks_like_keras(state: Mapping[str, torch.Tensor]) -> bool:
     return bool(state) and all(_KEY.match(k) for k in state)
 
 
-def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str, str], str | None]
-               ) -> dict[str, torch.Tensor]:
+def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str, str], str | None],
+               target: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Keras ``<layer>/<variable>`` tensors -> a PyTorch state dict.  ``module_for(layer, variable)`` names the
     module a Keras layer's variable goes to (``("conv2_block1_1_conv", "kernel")`` -> ``"stages.0.0.branch.conv1"``;
     the variable tells a Sequential layer's convolution from its norm), or None for a layer the model does not
-    know: such keys are kept as they are, so that loading reports them as unexpected."""
+    know: such keys are kept as they are, so that loading reports them as unexpected.
+
+    ``target``: the model's state dict, for depthwise convolutions — Keras stores their kernels as (kh, kw, C, 1),
+    which the general rule turns into (1, C, kh, kw); where the model's weight is (C, 1, kh, kw) it is transposed."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         m = _KEY.match(key)
@@ -107,11 +110,15 @@ def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str, str
         if module is None:
             out[key] = value
             continue
+        name = f"{module}.{VARIABLES[m['var']]}"
         if m["var"] in ("kernel", "depthwise_kernel", "pointwise_kernel") and value.dim() == 4:
             value = value.permute(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
+            want = target[name].shape if target is not None and name in target else None
+            if want is not None and value.shape != want and value.transpose(0, 1).shape == want:
+                value = value.transpose(0, 1)  # depthwise: (1, C, kh, kw) -> (C, 1, kh, kw)
         elif m["var"] == "kernel" and value.dim() == 2:
             value = value.t()  # Dense (in, out) -> Linear (out, in)
-        out[f"{module}.{VARIABLES[m['var']]}"] = value.contiguous()
+        out[name] = value.contiguous()
         if m["var"] == "moving_mean":  # Keras keeps no update counter; PyTorch's BatchNorm has one
             out.setdefault(f"{module}.num_batches_tracked", torch.zeros((), dtype=torch.long))
     return out

@@ -26,6 +26,7 @@ from skiplab.keras_weights import from_keras, looks_like_keras
 from skiplab.layers.drop_path import check_drop_prob, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive
 from skiplab.models.base import SkipNet
+from skiplab.models.mobilenet import conv_norm_key
 from skiplab.models.resnet import define_twins
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs, arXiv:1905.11946"
@@ -129,9 +130,7 @@ class EfficientNet(SkipNet):
         keras = {k: v for k, v in state_dict.items() if not re.fullmatch(r"normalization(_\d+)?/.+", k)}
         if not looks_like_keras(keras):
             return state_dict
-        out = from_keras(keras, partial(keras_module, counts=[len(s) for s in self.stages]))
-        return {k: v.transpose(0, 1).contiguous() if k.endswith(".dwconv.weight") and v.shape[0] == 1 else v
-                for k, v in out.items()}
+        return from_keras(keras, partial(keras_module, counts=[len(s) for s in self.stages]), self.state_dict())
 
 
 def torchvision_key_to_ours(key: str, counts: list[int]) -> str | None:
@@ -145,9 +144,7 @@ def torchvision_key_to_ours(key: str, counts: list[int]) -> str | None:
         return None
     f, rest = int(m[1]), m[2]
     if f in (0, len(counts) + 1):
-        part, _, param = rest.partition(".")
-        where = "stem" if f == 0 else "head"
-        return f"{where}.{('conv', 'bn')[int(part)]}.{param}" if part in ("0", "1") else None
+        return conv_norm_key("stem" if f == 0 else "head", rest)
     m = re.match(r"^(\d+)\.block\.(\d)\.(.+)$", rest)
     if m is None or not 1 <= f <= len(counts) or int(m[1]) >= counts[f - 1]:
         return None

@@ -116,10 +116,7 @@ class MobileNetV2(SkipNet):
         weights (read from .h5) -> ours; anything else unchanged."""
         index = self._block_index()
         if looks_like_keras(state_dict):
-            out = from_keras(state_dict, partial(keras_module, index=index))
-            # a Keras DepthwiseConv2D kernel is (kh, kw, C, 1): the generic conversion leaves (1, C, kh, kw)
-            return {k: v.transpose(0, 1).contiguous() if ".dwconv." in k and v.dim() == 4 and v.shape[0] == 1 else v
-                    for k, v in out.items()}
+            return from_keras(state_dict, partial(keras_module, index=index), self.state_dict())
         if "features.0.0.weight" in state_dict and "classifier.1.weight" in state_dict:
             return {torchvision_key_to_ours(k, index) or k: v for k, v in state_dict.items()}
         return state_dict
@@ -128,6 +125,13 @@ class MobileNetV2(SkipNet):
 _TV_EXPANDING = {"conv.0.0": "expand", "conv.0.1": "bn1", "conv.1.0": "dwconv", "conv.1.1": "bn2", "conv.2": "project",
                  "conv.3": "bn3"}
 _TV_FIRST = {"conv.0.0": "dwconv", "conv.0.1": "bn2", "conv.1": "project", "conv.2": "bn3"}  # t = 1: no expansion
+
+
+def conv_norm_key(module: str, rest: str) -> str | None:
+    """Keys inside torchvision's Conv2dNormActivation (``0.weight``, ``1.running_mean``) -> ours under ``module``
+    (``{module}.conv.weight``, ``{module}.bn.running_mean``)."""
+    part, _, param = rest.partition(".")
+    return f"{module}.{('conv', 'bn')[int(part)]}.{param}" if part in ("0", "1") else None
 
 
 def torchvision_key_to_ours(key: str, index: list[tuple[int, int]]) -> str | None:
@@ -139,10 +143,8 @@ def torchvision_key_to_ours(key: str, index: list[tuple[int, int]]) -> str | Non
     if m is None:
         return None
     f, rest = int(m[1]), m[2]
-    ends = {0: "stem", len(index) + 1: "head"}
-    if f in ends:
-        part, _, param = rest.partition(".")
-        return f"{ends[f]}.{('conv', 'bn')[int(part)]}.{param}" if part in ("0", "1") else None
+    if f in (0, len(index) + 1):
+        return conv_norm_key("stem" if f == 0 else "head", rest)
     if not 1 <= f <= len(index):
         return None
     stage, block = index[f - 1]

@@ -91,9 +91,7 @@ class Xception(SkipNet):
                       if not isinstance(blk.shortcut, nn.Identity)]
         names = {**{n: f"{p}.conv" for n, p in zip(numbered["conv2d"], projecting)},
                  **{n: f"{p}.bn" for n, p in zip(numbered["batch_normalization"], projecting)}}
-        out = from_keras(state_dict, partial(keras_module, unnamed=names, where=self._block_path))
-        return {k: v.transpose(0, 1).contiguous() if k.endswith(".dw.weight") and v.shape[0] == 1 else v
-                for k, v in out.items()}
+        return from_keras(state_dict, partial(keras_module, unnamed=names, where=self._block_path), self.state_dict())
 
     def _block_path(self, block: int) -> str | None:
         """Keras' block number (2..13) -> our ``stages.i.j``."""
