@@ -50,8 +50,15 @@ def test_two_process_ddp_matches_single_process(tmp_path):
 
 
 CALLER_GROUP_SCRIPT = """
-import torch, torch.distributed as dist
+import os, torch, torch.distributed as dist
 from skiplab.train import TrainConfig, train
+
+
+def gloo_threads():
+    tasks = "/proc/self/task"
+    return [n for t in os.listdir(tasks) if "gloo" in (n := open(f"{tasks}/{t}/comm").read().strip())]
+
+
 dist.init_process_group("gloo")
 # batch-mode stochastic depth: a dropped block's parameters sit out a step (DDP must allow unused parameters)
 r = train(TrainConfig(model="resnet20", model_kwargs={"width": 0.25, "norm": "none", "drop_path_rate": 0.5,
@@ -63,6 +70,9 @@ t = torch.ones(1)
 dist.all_reduce(t)
 assert t.item() == 2.0 and r.status == "completed"
 dist.destroy_process_group()
+# the group is really gone: nothing (DDP inside train() included) kept it alive, so its worker threads were
+# joined here instead of still running at interpreter shutdown, where they abort the process now and then
+assert gloo_threads() == [], gloo_threads()
 print("caller group intact")
 """
 

@@ -11,6 +11,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+if dist.is_available():
+    # Imported now, before any process group exists, on purpose: DistributedDataParallel imports
+    # torch.distributed.nn, whose functions take ``group=group.WORLD`` as a default argument.  Imported after
+    # init_process_group, those 10 defaults hold the group for good, so destroy_process_group() cannot free it,
+    # gloo's worker threads live on into interpreter shutdown, and one still releasing a finished collective's
+    # tensors there aborts the process ("terminate called without an active exception", SIGABRT) after all
+    # work succeeded.  Imported here, the defaults are None.
+    import torch.distributed.nn  # noqa: F401
+
 
 @dataclass(frozen=True)
 class DistInfo:
