@@ -43,6 +43,8 @@ PAIRS = [
     ("torchvision", "torchvision.models.densenet201", "densenet201", 224),
     ("torchvision", "torchvision.models.convnext_tiny", "convnext_tiny", 224),
     ("torchvision", "torchvision.models.mobilenet_v2", "mobilenet_v2", 224),
+    ("torchvision", "torchvision.models.mobilenet_v3_large", "mobilenet_v3_large", 224),
+    ("torchvision", "torchvision.models.mobilenet_v3_small", "mobilenet_v3_small", 224),
     ("torchvision", "torchvision.models.efficientnet_b0", "efficientnet_b0", 224),
     ("torchvision", "torchvision.models.convnext_base", "convnext_base", 224),
     ("timm", "timm:resnet18", "resnet18", 224),

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' 
 
 PAIRS = [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2"), ("DenseNet121", "densenet121"),
          ("ConvNeXtTiny", "convnext_tiny"), ("MobileNetV2", "mobilenet_v2_keras"), ("Xception", "xception"),
-         ("EfficientNetB0", "efficientnet_b0_keras")]
+         ("EfficientNetB0", "efficientnet_b0_keras"), ("MobileNetV3Large", "mobilenet_v3_large_keras"),
+         ("MobileNetV3Small", "mobilenet_v3_small_keras")]
 SIZE, CLASSES = 64, 10
 SIZES = {"Xception": 79}  # >= 71 (its unpadded stem); 79 -> 39 -> 37 -> pools at 37, 19, 10 (even: TF pads 0/1), 5
 INPUT_SCALE = {"EfficientNetB0": 255.0}  # Keras' EfficientNet divides its input by 255 itself
@@ -32,7 +33,8 @@ def keras_model(name: str, seed: int = 0) -> keras.Model:
     """A Keras Applications net with every variable random: kernels (Glorot at creation), and biases, BN scales,
     offsets and moving statistics too — zeros and ones would hide a BatchNorm mapped to the wrong layer."""
     keras.utils.set_random_seed(seed)
-    extra = {"include_preprocessing": False} if name.startswith("ConvNeXt") else {}  # ours takes normalised input
+    # ours takes normalised input (Keras' built-in scaling off)
+    extra = {"include_preprocessing": False} if name.startswith(("ConvNeXt", "MobileNetV3")) else {}
     size = SIZES.get(name, SIZE)
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=CLASSES,
                                               classifier_activation=None, **extra)

@@ -34,6 +34,7 @@ KERAS_APPLICATIONS = {"resnet50_keras": "ResNet50", "resnet101_keras": "ResNet10
                       "convnext_tiny": "ConvNeXtTiny", "convnext_small": "ConvNeXtSmall",
                       "convnext_base": "ConvNeXtBase", "convnext_large": "ConvNeXtLarge",
                       "mobilenet_v2_keras": "MobileNetV2", "xception": "Xception",
+                      "mobilenet_v3_large_keras": "MobileNetV3Large", "mobilenet_v3_small_keras": "MobileNetV3Small",
                       **{f"efficientnet_b{i}_keras": f"EfficientNetB{i}" for i in range(8)}}
 KERAS_MODELS = ", ".join(f"{ours} ({theirs})" for ours, theirs in KERAS_APPLICATIONS.items())
 # Keras variable -> the PyTorch parameter or buffer name
@@ -102,7 +103,8 @@ def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str, str
     know: such keys are kept as they are, so that loading reports them as unexpected.
 
     ``target``: the model's state dict, for depthwise convolutions — Keras stores their kernels as (kh, kw, C, 1),
-    which the general rule turns into (1, C, kh, kw); where the model's weight is (C, 1, kh, kw) it is transposed."""
+    which the general rule turns into (1, C, kh, kw); where the model's weight is (C, 1, kh, kw) it is transposed —
+    and for 1x1 convolutions that the model has as Linear layers (their kernels are flattened)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         m = _KEY.match(key)
@@ -116,6 +118,8 @@ def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str, str
             want = target[name].shape if target is not None and name in target else None
             if want is not None and value.shape != want and value.transpose(0, 1).shape == want:
                 value = value.transpose(0, 1)  # depthwise: (1, C, kh, kw) -> (C, 1, kh, kw)
+            elif want is not None and len(want) == 2 and value.shape[2:] == (1, 1):
+                value = value.flatten(1)  # a 1x1 convolution on a pooled map (MobileNetV3's head) -> a Linear
         elif m["var"] == "kernel" and value.dim() == 2:
             value = value.t()  # Dense (in, out) -> Linear (out, in)
         out[name] = value.contiguous()
@@ -202,8 +206,8 @@ def preprocessing_mode(model_name: str) -> str:
     if model_name not in KERAS_APPLICATIONS:
         raise ValueError(f"{model_name!r} has no Keras Applications counterpart; those that do: {KERAS_MODELS}")
     keras_name = KERAS_APPLICATIONS[model_name]
-    if keras_name in ("MobileNetV2", "Xception"):
-        return "tf"
+    if keras_name.startswith(("MobileNetV", "Xception")):
+        return "tf"  # MobileNetV3: Keras scales x / 127.5 - 1 inside the model (include_preprocessing)
     if keras_name.startswith(("ConvNeXt", "EfficientNet")):
         return "torch"  # ImageNet mean/std: Keras builds that into these models (ConvNeXt: include_preprocessing)
     return "tf" if keras_name.endswith("V2") else "torch" if keras_name.startswith("DenseNet") else "caffe"

@@ -5,7 +5,8 @@ stride), project back with a linear 1x1 convolution (no activation after it), an
 unchanged: ``x' = x + project(dw(expand(x)))``.
 
 Where the stride or the channel count changes the paper has no shortcut, so such a block is plain even in the
-residual net (``skip="none"``); the model decides per block.
+residual net (``skip="none"``); the model decides per block.  MobileNetV3 (Howard et al. 2019) uses the same block
+with hard-swish, explicit expanded widths and a hard-sigmoid squeeze-and-excitation gate.
 """
 from __future__ import annotations
 
@@ -17,34 +18,49 @@ import torch.nn as nn
 from skiplab.blocks.residual import ResidualUnit
 from skiplab.layers.norm_act import check_positive
 
-ACTS = {"relu6": lambda: nn.ReLU6(inplace=True), "silu": lambda: nn.SiLU(inplace=True)}
+ACTS = {"relu6": lambda: nn.ReLU6(inplace=True), "silu": lambda: nn.SiLU(inplace=True),
+        "relu": lambda: nn.ReLU(inplace=True), "hardswish": lambda: nn.Hardswish(inplace=True)}
+GATES = {"sigmoid": torch.sigmoid, "hardsigmoid": nn.functional.hardsigmoid}
 
 
 class SqueezeExcite(nn.Module):
-    """``x * sigmoid(W2 swish(W1 mean_hw(x)))`` (Hu et al. 2018), ``reduced`` channels in the middle."""
+    """``x * gate(W2 act(W1 mean_hw(x)))`` (Hu et al. 2018), ``reduced`` channels in the middle.  EfficientNet:
+    swish and sigmoid; MobileNetV3: ReLU and the hard sigmoid ``relu6(z + 3) / 6``."""
 
-    def __init__(self, channels: int, reduced: int) -> None:
+    def __init__(self, channels: int, reduced: int, *, act: str = "silu", gate: str = "sigmoid") -> None:
         super().__init__()
+        if act not in ACTS:
+            raise ValueError(f"squeeze-excite act must be one of {', '.join(map(repr, ACTS))}; got {act!r}")
+        if gate not in GATES:
+            raise ValueError(f"squeeze-excite gate must be one of {', '.join(map(repr, GATES))}; got {gate!r}")
         self.reduce = nn.Conv2d(channels, reduced, 1)
-        self.act = nn.SiLU()
+        self.act = ACTS[act]()
         self.expand = nn.Conv2d(reduced, channels, 1)
+        self.gate = gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
+        return x * GATES[self.gate](self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
+
+    def extra_repr(self) -> str:
+        return f"gate={self.gate}"
 
 
 class InvertedResidual(ResidualUnit):
     """``in_channels`` -> ``out_channels`` with ``stride`` and expansion ``expand_ratio`` (1: no expansion conv).
 
-    ``kernel``: the depthwise convolution's size.  ``act``: "relu6" (MobileNetV2) or "silu" (swish, EfficientNet).
-    ``se_ratio`` > 0: a squeeze-and-excitation gate after the depthwise convolution with ``in_channels * se_ratio``
-    channels in the middle (EfficientNet's MBConv).  ``bn_eps``: BatchNorm epsilon (torchvision 1e-5, Keras 1e-3).
+    ``hidden``: the expanded width itself (MobileNetV3's table gives it; overrides ``expand_ratio``; equal to
+    ``in_channels``: no expansion conv).  ``kernel``: the depthwise convolution's size.  ``act``: "relu6"
+    (MobileNetV2), "silu" (swish, EfficientNet), "relu" or "hardswish" (MobileNetV3).
+    ``se_channels`` > 0: a squeeze-and-excitation gate after the depthwise convolution with that many channels in
+    the middle (EfficientNet's MBConv: a quarter of the input; MobileNetV3: a quarter of ``hidden``), its middle
+    activation ``se_act`` and its gate ``se_gate`` ("sigmoid" or "hardsigmoid").  ``bn_eps``: BatchNorm epsilon (torchvision 1e-5, Keras 1e-3).
     ``padding``: "torch" (``kernel // 2`` on every side) or "tf" (TensorFlow's "same": a stride-2 convolution on an
     even size pads one pixel less at the top and left; a ``pad`` layer before ``dwconv``)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int, *, kernel: int = 3,
-                 act: str = "relu6", se_ratio: float = 0.0, skip: str = "residual", bn_eps: float = 1e-5,
-                 padding: str = "torch", gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
+                 act: str = "relu6", hidden: int | None = None, se_channels: int = 0, se_act: str = "silu",
+                 se_gate: str = "sigmoid", skip: str = "residual", bn_eps: float = 1e-5, padding: str = "torch",
+                 gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
         super().__init__(skip)
         check_positive("expand_ratio", expand_ratio)
         if stride not in (1, 2):
@@ -56,9 +72,9 @@ class InvertedResidual(ResidualUnit):
         if skip != "none" and (stride != 1 or in_channels != out_channels):
             raise ValueError(f"an inverted residual block has a skip only where the shape is kept; got skip={skip!r} "
                              f"with {in_channels}->{out_channels} channels, stride {stride} (use skip='none')")
-        hidden = in_channels * expand_ratio
+        hidden = in_channels * expand_ratio if hidden is None else check_positive("hidden", hidden)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        if expand_ratio != 1:
+        if hidden != in_channels:
             layers.update(expand=nn.Conv2d(in_channels, hidden, 1, bias=False), bn1=nn.BatchNorm2d(hidden, eps=bn_eps),
                           act1=ACTS[act]())
         if padding == "tf":
@@ -67,7 +83,7 @@ class InvertedResidual(ResidualUnit):
             dwconv=nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2 if padding == "torch" else 0, groups=hidden,
                              bias=False),
             bn2=nn.BatchNorm2d(hidden, eps=bn_eps), act2=ACTS[act](),
-            **({"se": SqueezeExcite(hidden, max(1, int(in_channels * se_ratio)))} if se_ratio > 0 else {}),
+            **({"se": SqueezeExcite(hidden, se_channels, act=se_act, gate=se_gate)} if se_channels > 0 else {}),
             project=nn.Conv2d(hidden, out_channels, 1, bias=False), bn3=nn.BatchNorm2d(out_channels, eps=bn_eps),
         )
         self.preact = nn.Identity()

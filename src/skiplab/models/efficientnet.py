@@ -26,7 +26,7 @@ from skiplab.keras_weights import from_keras, looks_like_keras
 from skiplab.layers.drop_path import check_drop_prob, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive
 from skiplab.models.base import SkipNet
-from skiplab.models.mobilenet import conv_norm_key
+from skiplab.models.mobilenet import conv_norm_key, torchvision_branch_key
 from skiplab.models.resnet import define_twins
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs, arXiv:1905.11946"
@@ -55,8 +55,8 @@ def mbconv(in_channels: int, out_channels: int, kernel: int, stride: int, expand
     """EfficientNet's MBConv: an inverted residual with swish and a squeeze-and-excitation gate (0.25 of the block's
     input channels); ``layout`` sets BatchNorm's epsilon and the padding."""
     eps, padding = LAYOUTS[layout]
-    return InvertedResidual(in_channels, out_channels, stride, expand_ratio, kernel=kernel, act="silu", se_ratio=0.25,
-                            bn_eps=eps, padding=padding, **kwargs)
+    return InvertedResidual(in_channels, out_channels, stride, expand_ratio, kernel=kernel, act="silu",
+                            se_channels=max(1, int(in_channels * 0.25)), bn_eps=eps, padding=padding, **kwargs)
 
 
 class EfficientNet(SkipNet):
@@ -126,40 +126,30 @@ class EfficientNet(SkipNet):
         """torchvision's EfficientNet keys (``features.*``, ``classifier.1``) or Keras Applications' EfficientNet
         weights (read from .h5; without Keras' input Normalization statistics) -> ours; anything else unchanged."""
         if "features.0.0.weight" in state_dict and "classifier.1.weight" in state_dict:
-            return {torchvision_key_to_ours(k, [len(s) for s in self.stages]) or k: v for k, v in state_dict.items()}
+            return {torchvision_key_to_ours(k, self.stages) or k: v for k, v in state_dict.items()}
         keras = {k: v for k, v in state_dict.items() if not re.fullmatch(r"normalization(_\d+)?/.+", k)}
         if not looks_like_keras(keras):
             return state_dict
         return from_keras(keras, partial(keras_module, counts=[len(s) for s in self.stages]), self.state_dict())
 
 
-def torchvision_key_to_ours(key: str, counts: list[int]) -> str | None:
+def torchvision_key_to_ours(key: str, stages: nn.ModuleList) -> str | None:
     """``features.2.0.block.1.0.weight`` -> ``stages.1.0.branch.dwconv.weight``: torchvision's features.0 is the
-    stem, features.1-7 the stages, features.8 the head's convolution; in a block, ``block.N`` counts the expansion
-    (absent at expansion 1), the depthwise convolution, the SE gate (fc1, fc2) and the projection."""
+    stem, features.1-7 the stages, features.8 the head's convolution (see :func:`torchvision_branch_key` for the
+    keys inside a block)."""
     if key.startswith("classifier.1."):
         return "head.fc." + key[len("classifier.1."):]
     m = re.match(r"^features\.(\d+)\.(.+)$", key)
     if m is None:
         return None
     f, rest = int(m[1]), m[2]
-    if f in (0, len(counts) + 1):
+    if f in (0, len(stages) + 1):
         return conv_norm_key("stem" if f == 0 else "head", rest)
-    m = re.match(r"^(\d+)\.block\.(\d)\.(.+)$", rest)
-    if m is None or not 1 <= f <= len(counts) or int(m[1]) >= counts[f - 1]:
+    m = re.match(r"^(\d+)\.(.+)$", rest)
+    if m is None or not 1 <= f <= len(stages) or int(m[1]) >= len(stages[f - 1]):
         return None
-    block, part, param = int(m[1]), int(m[2]), m[3]
-    parts = (["expand"] if f > 1 else []) + ["dw", "se", "project"]  # stage 1 has expansion 1 in every variant
-    if part >= len(parts):
-        return None
-    name = parts[part]
-    if name == "se":
-        sub = {"fc1": "reduce", "fc2": "expand"}.get(param.split(".")[0])
-        return f"stages.{f - 1}.{block}.branch.se.{sub}.{param.split('.', 1)[1]}" if sub else None
-    sub, _, p = param.partition(".")
-    module = {("expand", "0"): "expand", ("expand", "1"): "bn1", ("dw", "0"): "dwconv", ("dw", "1"): "bn2",
-              ("project", "0"): "project", ("project", "1"): "bn3"}.get((name, sub))
-    return f"stages.{f - 1}.{block}.branch.{module}.{p}" if module else None
+    inner = torchvision_branch_key(stages[f - 1][int(m[1])], m[2])
+    return f"stages.{f - 1}.{m[1]}.{inner}" if inner else None
 
 
 _KERAS_BLOCK = re.compile(r"^block(?P<stage>\d)(?P<letter>[a-z])_(?P<part>expand_conv|expand_bn|dwconv|bn|se_reduce|"

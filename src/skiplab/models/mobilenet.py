@@ -134,6 +134,25 @@ def conv_norm_key(module: str, rest: str) -> str | None:
     return f"{module}.{('conv', 'bn')[int(part)]}.{param}" if part in ("0", "1") else None
 
 
+_BRANCH_PARTS = {"expand": ("expand", "bn1"), "dwconv": ("dwconv", "bn2"), "project": ("project", "bn3")}
+
+
+def torchvision_branch_key(block: InvertedResidual, rest: str) -> str | None:
+    """A key inside torchvision's MBConv/MobileNetV3 block (``block.J.0.weight``, ``block.J.1.running_var``,
+    ``block.J.fc1.bias``) -> ours under ``branch``: ``block.J`` counts the block's parts in order — the expansion
+    (where it has one), the depthwise convolution, the squeeze-excite gate (fc1, fc2; where it has one) and the
+    projection — each a conv + norm pair but the gate."""
+    m = re.match(r"^block\.(\d+)\.(\w+)\.(.+)$", rest)
+    parts = [n for n in ("expand", "dwconv", "se", "project") if n in block.branch._modules]
+    if m is None or int(m[1]) >= len(parts):
+        return None
+    part, sub, param = parts[int(m[1])], m[2], m[3]
+    if part == "se":
+        sub = {"fc1": "reduce", "fc2": "expand"}.get(sub)
+        return f"branch.se.{sub}.{param}" if sub else None
+    return f"branch.{_BRANCH_PARTS[part][int(sub)]}.{param}" if sub in ("0", "1") else None
+
+
 def torchvision_key_to_ours(key: str, index: list[tuple[int, int]]) -> str | None:
     """``features.3.conv.1.0.weight`` -> ``stages.2.0.branch.dwconv.weight``; ``index`` lists (stage, block) of
     torchvision's ``features.1`` ... ``features.17``."""
