@@ -46,6 +46,7 @@ PAIRS = [
     ("torchvision", "torchvision.models.mobilenet_v3_large", "mobilenet_v3_large", 224),
     ("torchvision", "torchvision.models.mobilenet_v3_small", "mobilenet_v3_small", 224),
     ("torchvision", "torchvision.models.efficientnet_b0", "efficientnet_b0", 224),
+    ("torchvision", "torchvision.models.efficientnet_v2_s", "efficientnet_v2_s", 224),
     ("torchvision", "torchvision.models.convnext_base", "convnext_base", 224),
     ("timm", "timm:resnet18", "resnet18", 224),
     ("timm", "timm:resnet50", "resnet50", 224),

@@ -35,7 +35,9 @@ KERAS_APPLICATIONS = {"resnet50_keras": "ResNet50", "resnet101_keras": "ResNet10
                       "convnext_base": "ConvNeXtBase", "convnext_large": "ConvNeXtLarge",
                       "mobilenet_v2_keras": "MobileNetV2", "xception": "Xception",
                       "mobilenet_v3_large_keras": "MobileNetV3Large", "mobilenet_v3_small_keras": "MobileNetV3Small",
-                      **{f"efficientnet_b{i}_keras": f"EfficientNetB{i}" for i in range(8)}}
+                      **{f"efficientnet_b{i}_keras": f"EfficientNetB{i}" for i in range(8)},
+                      **{f"efficientnet_v2_{v}_keras": f"EfficientNetV2{v.upper()}"
+                         for v in ("b0", "b1", "b2", "b3", "s", "m", "l")}}
 KERAS_MODELS = ", ".join(f"{ours} ({theirs})" for ours, theirs in KERAS_APPLICATIONS.items())
 # Keras variable -> the PyTorch parameter or buffer name
 # ("variable": an unnamed weight, e.g. ConvNeXt's LayerScale γ, saved as variable, variable_1, ...)
@@ -186,7 +188,8 @@ def keras_preprocess(images: torch.Tensor, mode: str) -> torch.Tensor:
     """RGB images with values in [0, 255], shape (N, 3, H, W), as a Keras Applications net trained with ``mode``
     expects them (what ``keras.applications.<net>.preprocess_input`` does to NHWC arrays): ``"caffe"`` (ResNet50/
     101/152) RGB -> BGR and the ImageNet BGR means subtracted; ``"tf"`` (the V2 nets) scaled to [-1, 1];
-    ``"torch"`` (DenseNets) scaled to [0, 1] and normalised by the ImageNet mean and std."""
+    ``"tf128"`` (EfficientNetV2-S/M/L, which do it inside the model) ``x / 128 - 1``; ``"torch"`` (DenseNets)
+    scaled to [0, 1] and normalised by the ImageNet mean and std."""
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (N, 3, H, W) RGB; got shape {tuple(images.shape)}")
     x = images.float()
@@ -194,11 +197,13 @@ def keras_preprocess(images: torch.Tensor, mode: str) -> torch.Tensor:
         return x.flip(1) - torch.tensor(_CAFFE_BGR_MEAN, device=x.device).view(1, 3, 1, 1)
     if mode == "tf":
         return x / 127.5 - 1.0
+    if mode == "tf128":
+        return x / 128.0 - 1.0
     if mode == "torch":
         mean = torch.tensor(_TORCH_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(_TORCH_STD, device=x.device).view(1, 3, 1, 1)
         return (x / 255.0 - mean) / std
-    raise ValueError(f"mode must be 'caffe', 'tf' or 'torch'; got {mode!r}")
+    raise ValueError(f"mode must be 'caffe', 'tf', 'tf128' or 'torch'; got {mode!r}")
 
 
 def preprocessing_mode(model_name: str) -> str:
@@ -208,6 +213,8 @@ def preprocessing_mode(model_name: str) -> str:
     keras_name = KERAS_APPLICATIONS[model_name]
     if keras_name.startswith(("MobileNetV", "Xception")):
         return "tf"  # MobileNetV3: Keras scales x / 127.5 - 1 inside the model (include_preprocessing)
+    if keras_name.startswith("EfficientNetV2") and keras_name[-1] in "SML":
+        return "tf128"  # built into Keras' model (include_preprocessing)
     if keras_name.startswith(("ConvNeXt", "EfficientNet")):
-        return "torch"  # ImageNet mean/std: Keras builds that into these models (ConvNeXt: include_preprocessing)
+        return "torch"  # ImageNet mean/std: Keras builds that into these models (ConvNeXt, V2: include_preprocessing)
     return "tf" if keras_name.endswith("V2") else "torch" if keras_name.startswith("DenseNet") else "caffe"

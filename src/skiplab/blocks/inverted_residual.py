@@ -45,6 +45,20 @@ class SqueezeExcite(nn.Module):
         return f"gate={self.gate}"
 
 
+def _check_args(what: str, in_channels: int, out_channels: int, stride: int, expand_ratio: int, act: str,
+                padding: str, skip: str) -> None:
+    check_positive("expand_ratio", expand_ratio)
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2; got {stride!r}")
+    if act not in ACTS:
+        raise ValueError(f"act must be one of {', '.join(map(repr, ACTS))}; got {act!r}")
+    if padding not in ("torch", "tf"):
+        raise ValueError(f"padding must be 'torch' or 'tf'; got {padding!r}")
+    if skip != "none" and (stride != 1 or in_channels != out_channels):
+        raise ValueError(f"{what} has a skip only where the shape is kept; got skip={skip!r} with "
+                         f"{in_channels}->{out_channels} channels, stride {stride} (use skip='none')")
+
+
 class InvertedResidual(ResidualUnit):
     """``in_channels`` -> ``out_channels`` with ``stride`` and expansion ``expand_ratio`` (1: no expansion conv).
 
@@ -62,16 +76,7 @@ class InvertedResidual(ResidualUnit):
                  se_gate: str = "sigmoid", skip: str = "residual", bn_eps: float = 1e-5, padding: str = "torch",
                  gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
         super().__init__(skip)
-        check_positive("expand_ratio", expand_ratio)
-        if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2; got {stride!r}")
-        if act not in ACTS:
-            raise ValueError(f"act must be one of {', '.join(map(repr, ACTS))}; got {act!r}")
-        if padding not in ("torch", "tf"):
-            raise ValueError(f"padding must be 'torch' or 'tf'; got {padding!r}")
-        if skip != "none" and (stride != 1 or in_channels != out_channels):
-            raise ValueError(f"an inverted residual block has a skip only where the shape is kept; got skip={skip!r} "
-                             f"with {in_channels}->{out_channels} channels, stride {stride} (use skip='none')")
+        _check_args("an inverted residual block", in_channels, out_channels, stride, expand_ratio, act, padding, skip)
         hidden = in_channels * expand_ratio if hidden is None else check_positive("hidden", hidden)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         if hidden != in_channels:
@@ -111,3 +116,37 @@ class SamePad2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel}, stride={self.stride}"
+
+
+class FusedInvertedResidual(ResidualUnit):
+    """EfficientNetV2's Fused-MBConv (Tan & Le 2021, arXiv:2104.00298): MBConv's 1x1 expansion and depthwise
+    convolution fused into one full ``kernel`` x ``kernel`` convolution (carrying the stride), then a linear 1x1
+    projection; at expansion 1 the one convolution goes straight to ``out_channels`` (with its activation).  As
+    in MBConv, a skip only where the shape is kept: ``x' = x + project(expand(x))``.
+
+    ``act``, ``bn_eps``, ``padding`` as :class:`InvertedResidual`; no squeeze-excite (none of the published nets
+    gives this block one)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int, *, kernel: int = 3,
+                 act: str = "silu", skip: str = "residual", bn_eps: float = 1e-3, padding: str = "torch",
+                 gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
+        super().__init__(skip)
+        _check_args("a fused inverted residual block", in_channels, out_channels, stride, expand_ratio, act, padding,
+                    skip)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        if padding == "tf":
+            layers["pad"] = SamePad2d(kernel, stride)
+        full = dict(kernel_size=kernel, stride=stride, padding=kernel // 2 if padding == "torch" else 0, bias=False)
+        if expand_ratio != 1:
+            hidden = in_channels * expand_ratio
+            layers.update(expand=nn.Conv2d(in_channels, hidden, **full), bn1=nn.BatchNorm2d(hidden, eps=bn_eps),
+                          act1=ACTS[act](), project=nn.Conv2d(hidden, out_channels, 1, bias=False),
+                          bn3=nn.BatchNorm2d(out_channels, eps=bn_eps))
+        else:
+            layers.update(project=nn.Conv2d(in_channels, out_channels, **full),
+                          bn3=nn.BatchNorm2d(out_channels, eps=bn_eps), act3=ACTS[act]())
+        self.preact = nn.Identity()
+        self.branch = nn.Sequential(layers)
+        self._make_skip(in_channels, out_channels, stride, shortcut="B" if skip != "none" else "none",
+                        gate_bias=gate_bias, drop_path=drop_path)
+        self.post = nn.Identity()  # linear bottleneck: no activation after the sum

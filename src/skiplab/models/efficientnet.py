@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from skiplab.blocks.inverted_residual import InvertedResidual, SamePad2d
+from skiplab.blocks.inverted_residual import FusedInvertedResidual, InvertedResidual, SamePad2d
 from skiplab.keras_weights import from_keras, looks_like_keras
 from skiplab.layers.drop_path import check_drop_prob, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive
@@ -30,42 +30,63 @@ from skiplab.models.mobilenet import conv_norm_key, torchvision_branch_key
 from skiplab.models.resnet import define_twins
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs, arXiv:1905.11946"
-# B0: (kernel, repeats, in, out, expansion, stride) per stage; every block has SE with ratio 0.25 of its input
-B0 = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2), (5, 3, 80, 112, 6, 1),
-      (5, 4, 112, 192, 6, 2), (3, 1, 192, 320, 6, 1))
-# variant -> (width coefficient, depth coefficient, input side, dropout before the classifier)
-VARIANTS = {"b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3),
-            "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4), "b5": (1.6, 2.2, 456, 0.4),
-            "b6": (1.8, 2.6, 528, 0.5), "b7": (2.0, 3.1, 600, 0.5)}
+PAPER_V2 = "Tan & Le 2021, EfficientNetV2: Smaller Models and Faster Training, arXiv:2104.00298"
+# per stage: (block, kernel, repeats, in, out, expansion, stride, squeeze-excite ratio of the block's input);
+# "mb" = MBConv, "fused" = Fused-MBConv
+B0 = tuple(("mb", k, n, cin, cout, t, s, 0.25) for k, n, cin, cout, t, s in (
+    (3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2), (5, 3, 80, 112, 6, 1),
+    (5, 4, 112, 192, 6, 2), (3, 1, 192, 320, 6, 1)))
+V2_S = (("fused", 3, 2, 24, 24, 1, 1, 0), ("fused", 3, 4, 24, 48, 4, 2, 0), ("fused", 3, 4, 48, 64, 4, 2, 0),
+        ("mb", 3, 6, 64, 128, 4, 2, 0.25), ("mb", 3, 9, 128, 160, 6, 1, 0.25), ("mb", 3, 15, 160, 256, 6, 2, 0.25))
+V2_M = (("fused", 3, 3, 24, 24, 1, 1, 0), ("fused", 3, 5, 24, 48, 4, 2, 0), ("fused", 3, 5, 48, 80, 4, 2, 0),
+        ("mb", 3, 7, 80, 160, 4, 2, 0.25), ("mb", 3, 14, 160, 176, 6, 1, 0.25), ("mb", 3, 18, 176, 304, 6, 2, 0.25),
+        ("mb", 3, 5, 304, 512, 6, 1, 0.25))
+V2_L = (("fused", 3, 4, 32, 32, 1, 1, 0), ("fused", 3, 7, 32, 64, 4, 2, 0), ("fused", 3, 7, 64, 96, 4, 2, 0),
+        ("mb", 3, 10, 96, 192, 4, 2, 0.25), ("mb", 3, 19, 192, 224, 6, 1, 0.25), ("mb", 3, 25, 224, 384, 6, 2, 0.25),
+        ("mb", 3, 7, 384, 640, 6, 1, 0.25))
+V2_B = (("fused", 3, 1, 32, 16, 1, 1, 0), ("fused", 3, 2, 16, 32, 4, 2, 0), ("fused", 3, 2, 32, 48, 4, 2, 0),
+        ("mb", 3, 3, 48, 96, 4, 2, 0.25), ("mb", 3, 5, 96, 112, 6, 1, 0.25), ("mb", 3, 8, 112, 192, 6, 2, 0.25))
+# variant -> (stages, width coefficient, depth coefficient, input side, dropout before the classifier)
+VARIANTS = {"b0": (B0, 1.0, 1.0, 224, 0.2), "b1": (B0, 1.0, 1.1, 240, 0.2), "b2": (B0, 1.1, 1.2, 260, 0.3),
+            "b3": (B0, 1.2, 1.4, 300, 0.3), "b4": (B0, 1.4, 1.8, 380, 0.4), "b5": (B0, 1.6, 2.2, 456, 0.4),
+            "b6": (B0, 1.8, 2.6, 528, 0.5), "b7": (B0, 2.0, 3.1, 600, 0.5),
+            "v2_s": (V2_S, 1.0, 1.0, 384, 0.2), "v2_m": (V2_M, 1.0, 1.0, 480, 0.3), "v2_l": (V2_L, 1.0, 1.0, 480, 0.4),
+            "v2_b0": (V2_B, 1.0, 1.0, 224, 0.2), "v2_b1": (V2_B, 1.0, 1.1, 240, 0.2),
+            "v2_b2": (V2_B, 1.1, 1.2, 260, 0.2), "v2_b3": (V2_B, 1.2, 1.4, 300, 0.2)}
+KERAS_ONLY = ("v2_b0", "v2_b1", "v2_b2", "v2_b3")  # torchvision has EfficientNetV2-S/M/L only
 
 
-def round_filters(filters: float, width: float, divisor: int = 8) -> int:
-    """The paper's channel rounding: ``filters * width`` to a multiple of 8, never 10% below it."""
+def round_filters(filters: float, width: float, divisor: int = 8, *, keep_90_percent: bool = True) -> int:
+    """The paper's channel rounding: ``filters * width`` to a multiple of 8, and (``keep_90_percent``, as in
+    EfficientNet and torchvision; Keras' EfficientNetV2 skips it) never 10% below it."""
     filters *= width
     rounded = max(divisor, int(filters + divisor / 2) // divisor * divisor)
-    return int(rounded + divisor if rounded < 0.9 * filters else rounded)
+    return int(rounded + divisor if keep_90_percent and rounded < 0.9 * filters else rounded)
 
 
-# layout -> BatchNorm epsilon and padding: torchvision's (symmetric) and Keras' (TensorFlow's "same")
+# layout -> BatchNorm epsilon (EfficientNet-B*; every V2 uses 1e-3) and padding: torchvision's (symmetric) and
+# Keras' (TensorFlow's "same")
 LAYOUTS = {"torchvision": (1e-5, "torch"), "keras": (1e-3, "tf")}
 
 
 def mbconv(in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: int, *,
-           layout: str = "keras", **kwargs: Any) -> InvertedResidual:
-    """EfficientNet's MBConv: an inverted residual with swish and a squeeze-and-excitation gate (0.25 of the block's
-    input channels); ``layout`` sets BatchNorm's epsilon and the padding."""
+           layout: str = "keras", se_ratio: float = 0.25, **kwargs: Any) -> InvertedResidual:
+    """EfficientNet's MBConv: an inverted residual with swish and a squeeze-and-excitation gate (``se_ratio`` of
+    the block's input channels); ``layout`` sets the padding and, unless given, BatchNorm's epsilon."""
     eps, padding = LAYOUTS[layout]
+    kwargs.setdefault("bn_eps", eps)
     return InvertedResidual(in_channels, out_channels, stride, expand_ratio, kernel=kernel, act="silu",
-                            se_channels=max(1, int(in_channels * 0.25)), bn_eps=eps, padding=padding, **kwargs)
+                            se_channels=max(1, int(in_channels * se_ratio)), padding=padding, **kwargs)
 
 
 class EfficientNet(SkipNet):
-    """EfficientNet (see the module docstring).
+    """EfficientNet-B0...B7 and EfficientNetV2 (see the module docstring).
 
     Args:
-        variant: "b0" ... "b7".  skip: "residual", "none" (plain twin) or "highway".
+        variant: "b0" ... "b7", "v2_s", "v2_m", "v2_l", "v2_b0" ... "v2_b3" (Keras' layout only).
+        skip: "residual", "none" (plain twin) or "highway".
         drop_path_rate: the last block's drop-connect probability (the paper's 0.2; 0 turns it off).
-        dropout: before the classifier (default: the variant's).
+        dropout: before the classifier (default: the variant's; Keras' EfficientNetV2 uses 0.2 for all).
     """
 
     def __init__(self, variant: str = "b0", *, layout: str = "torchvision", num_classes: int = 1000,
@@ -76,41 +97,49 @@ class EfficientNet(SkipNet):
             raise ValueError(f"EfficientNet variant must be one of {', '.join(map(repr, VARIANTS))}; got {variant!r}")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}")
+        if layout == "torchvision" and variant in KERAS_ONLY:
+            raise ValueError(f"EfficientNet variant {variant!r} exists in Keras' layout only (layout='keras'); "
+                             "torchvision's EfficientNetV2 variants are 'v2_s', 'v2_m', 'v2_l'")
+        v2 = variant.startswith("v2")
         eps, padding = LAYOUTS[layout]
+        eps = 1e-3 if v2 else eps
         check_positive("num_classes", num_classes)
         self.in_channels = check_positive("in_channels", in_channels)
-        width, depth, side, default_dropout = VARIANTS[variant]
-        dropout = default_dropout if dropout is None else dropout
+        table, width, depth, side, default_dropout = VARIANTS[variant]
+        dropout = (0.2 if v2 and layout == "keras" else default_dropout) if dropout is None else dropout
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
         self.variant, self.skip, self.layout = variant, skip, layout
         self.default_input_size = (in_channels, side, side)
-        stem = round_filters(32, width)
+        rounding = partial(round_filters, width=width, keep_90_percent=not (v2 and layout == "keras"))
+        stem = rounding(table[0][3])
         self.stem = nn.Sequential(OrderedDict(
             **({"pad": SamePad2d(3, 2)} if padding == "tf" else {}),
             conv=nn.Conv2d(in_channels, stem, 3, 2, 1 if padding == "torch" else 0, bias=False),
             bn=nn.BatchNorm2d(stem, eps=eps), act=nn.SiLU(inplace=True)))
-        plan = []  # per stage: (in, out, kernel, stride, expansion) per block
-        for kernel, repeats, cin, cout, t, s in B0:
-            cin, cout = round_filters(cin, width), round_filters(cout, width)
-            plan.append([(cin if i == 0 else cout, cout, kernel, s if i == 0 else 1, t)
+        plan = []  # per stage: (block, in, out, kernel, stride, expansion, se ratio) per block
+        for block, kernel, repeats, cin, cout, t, s, se in table:
+            cin, cout = rounding(cin), rounding(cout)
+            plan.append([(block, cin if i == 0 else cout, cout, kernel, s if i == 0 else 1, t, se)
                          for i in range(math.ceil(depth * repeats))])
         n = sum(map(len, plan))
         rate = check_drop_prob(drop_path_rate, "drop_path_rate")
         stages, k = [], 0
         for stage in plan:
             blocks = []
-            for cin, cout, kernel, s, t in stage:
+            for block, cin, cout, kernel, s, t, se in stage:
                 keeps = s == 1 and cin == cout
-                blocks.append(mbconv(cin, cout, kernel, s, t, layout=layout, skip=skip if keeps else "none",
-                                     drop_path=rate * k / n if keeps and skip != "none" else 0.0))  # Keras' rule
+                opts = dict(skip=skip if keeps else "none", bn_eps=eps,
+                            drop_path=rate * k / n if keeps and skip != "none" else 0.0)  # Keras' rule
+                blocks.append(mbconv(cin, cout, kernel, s, t, layout=layout, se_ratio=se, **opts) if block == "mb"
+                              else FusedInvertedResidual(cin, cout, s, t, kernel=kernel, padding=padding, **opts))
                 k += 1
             stages.append(nn.Sequential(*blocks))
         self.stages = set_drop_path_mode(nn.ModuleList(stages), drop_path_mode)
-        top = round_filters(1280, width)
+        top = rounding(1280)
         self.num_features = top
         self.head = nn.Sequential(OrderedDict(
-            conv=nn.Conv2d(plan[-1][-1][1], top, 1, bias=False), bn=nn.BatchNorm2d(top, eps=eps),
+            conv=nn.Conv2d(plan[-1][-1][2], top, 1, bias=False), bn=nn.BatchNorm2d(top, eps=eps),
             act=nn.SiLU(inplace=True), pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1),
             **({"dropout": nn.Dropout(dropout)} if dropout else {}), fc=nn.Linear(top, num_classes)))
         for m in self.modules():
@@ -152,10 +181,10 @@ def torchvision_key_to_ours(key: str, stages: nn.ModuleList) -> str | None:
     return f"stages.{f - 1}.{m[1]}.{inner}" if inner else None
 
 
-_KERAS_BLOCK = re.compile(r"^block(?P<stage>\d)(?P<letter>[a-z])_(?P<part>expand_conv|expand_bn|dwconv|bn|se_reduce|"
+_KERAS_BLOCK = re.compile(r"^block(?P<stage>\d)(?P<letter>[a-z])_(?P<part>expand_conv|expand_bn|dwconv2?|bn|se_reduce|"
                           r"se_expand|project_conv|project_bn)$")
-_KERAS_PARTS = {"expand_conv": "expand", "expand_bn": "bn1", "dwconv": "dwconv", "bn": "bn2", "se_reduce": "se.reduce",
-                "se_expand": "se.expand", "project_conv": "project", "project_bn": "bn3"}
+_KERAS_PARTS = {"expand_conv": "expand", "expand_bn": "bn1", "dwconv": "dwconv", "dwconv2": "dwconv", "bn": "bn2",
+                "se_reduce": "se.reduce", "se_expand": "se.expand", "project_conv": "project", "project_bn": "bn3"}
 
 
 def keras_module(layer: str, var: str, *, counts: list[int]) -> str | None:
@@ -180,11 +209,16 @@ def efficientnet(variant: str, **kwargs: Any) -> EfficientNet:
 
 def _register() -> None:
     for layout, suffix, who in (("torchvision", "", "torchvision"), ("keras", "_keras", "Keras Applications")):
-        for variant, (_, _, side, _) in VARIANTS.items():
+        for variant, (_, _, _, side, _) in VARIANTS.items():
+            if layout == "torchvision" and variant in KERAS_ONLY:
+                continue
+            title = f"EfficientNetV2-{variant[3:].upper()} (Tan & Le 2021)" if variant.startswith("v2") else \
+                f"EfficientNet-{variant.upper()} (Tan & Le 2019)"
             define_twins(f"efficientnet_{variant}{suffix}", partial(efficientnet, variant, layout=layout),
-                         module=__name__, family="efficientnet", input_size=(3, side, side), paper=PAPER,
-                         doc=f"EfficientNet-{variant.upper()} (Tan & Le 2019), the {who} layout. kwargs: "
-                             "num_classes, in_channels, skip, drop_path_rate, drop_path_mode, dropout.")
+                         module=__name__, family="efficientnet", input_size=(3, side, side),
+                         paper=PAPER_V2 if variant.startswith("v2") else PAPER,
+                         doc=f"{title}, the {who} layout. kwargs: num_classes, in_channels, skip, drop_path_rate, "
+                             "drop_path_mode, dropout.")
 
 
 _register()
