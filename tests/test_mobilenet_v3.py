@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import skiplab
 from skiplab.blocks.base import count_skips
-from skiplab.blocks.inverted_residual import SqueezeExcite
+from skiplab.layers.squeeze_excite import SqueezeExcite
 from skiplab.models.mobilenet_v3 import MobileNetV3
 
 from foreign_checkpoints import assert_loads_like, randomise_

@@ -25,6 +25,7 @@ from skiplab.blocks.highway import HighwayGate, merge_highway
 from skiplab.layers.drop_path import DropPath
 from skiplab.layers.norm_act import check_positive, conv1x1, conv3x3, get_act, get_norm2d
 from skiplab.layers.shortcuts import make_shortcut
+from skiplab.layers.squeeze_excite import SqueezeExcite
 
 BLOCK_SKIPS = ("residual", "none", "highway")
 
@@ -159,15 +160,16 @@ class Bottleneck(ResidualUnit):
     ``mid_channels`` defaults to ``out_channels // expansion`` (4).  The stride sits on the 3x3 by default
     (torchvision's "ResNet v1.5", better accuracy); ``stride_in_1x1=True`` puts it on the first 1x1 as in the
     paper and the original Caffe models.  ``groups`` > 1 makes the 3x3 a grouped convolution: the ResNeXt unit
-    (Xie et al. 2017, "aggregated residual transformations", cardinality = groups).
+    (Xie et al. 2017, "aggregated residual transformations", cardinality = groups).  ``se_channels`` > 0 puts a
+    squeeze-and-excitation gate (ReLU, sigmoid) with that many channels after the 3x3: RegNet-Y's unit.
     """
 
     expansion = 4
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, skip: str = "residual",
                  shortcut: str = "B", stride_in_1x1: bool = False, mid_channels: int | None = None,
-                 groups: int = 1, norm: str = "batch", act: str = "relu", gate_bias: float = -2.0,
-                 drop_path: float = 0.0) -> None:
+                 groups: int = 1, norm: str = "batch", act: str = "relu", se_channels: int = 0,
+                 gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
         super().__init__(skip)
         check_positive("stride", stride)
         mid = check_positive("mid_channels", out_channels // self.expansion if mid_channels is None else mid_channels)
@@ -182,6 +184,7 @@ class Bottleneck(ResidualUnit):
             conv2=conv3x3(mid, mid, s3, groups=groups),
             bn2=get_norm2d(norm, mid),
             act2=get_act(act),
+            **({"se": SqueezeExcite(mid, se_channels, act="relu")} if se_channels else {}),
             conv3=conv1x1(mid, out_channels),
             bn3=get_norm2d(norm, out_channels),
         ))
