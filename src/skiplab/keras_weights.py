@@ -34,6 +34,7 @@ KERAS_APPLICATIONS = {"resnet50_keras": "ResNet50", "resnet101_keras": "ResNet10
                       "convnext_tiny": "ConvNeXtTiny", "convnext_small": "ConvNeXtSmall",
                       "convnext_base": "ConvNeXtBase", "convnext_large": "ConvNeXtLarge",
                       "mobilenet_v2_keras": "MobileNetV2", "xception": "Xception",
+                      "inception_resnet_v2": "InceptionResNetV2",
                       "mobilenet_v3_large_keras": "MobileNetV3Large", "mobilenet_v3_small_keras": "MobileNetV3Small",
                       **{f"efficientnet_b{i}_keras": f"EfficientNetB{i}" for i in range(8)},
                       **{f"efficientnet_v2_{v}_keras": f"EfficientNetV2{v.upper()}"
@@ -95,6 +96,14 @@ def read_keras_h5(path: str | Path) -> dict[str, torch.Tensor]:
 def looks_like_keras(state: Mapping[str, torch.Tensor]) -> bool:
     """Whether every key is Keras' ``<layer>/<variable>`` (what :func:`read_keras_h5` returns)."""
     return bool(state) and all(_KEY.match(k) for k in state)
+
+
+def unnamed_layers(state: Mapping[str, torch.Tensor], kind: str) -> list[str]:
+    """The auto-named Keras layers of one ``kind`` ("conv2d" -> ``conv2d``, ``conv2d_1``, ``conv2d_2``, ...) in
+    creation order.  Numbering may start anywhere (it counts every such layer made in that Keras session), so only
+    the order is meaningful."""
+    names = {k.split("/")[0] for k in state if re.fullmatch(rf"{kind}(_\d+)?/.*", k)}
+    return sorted(names, key=lambda n: int(n.rsplit("_", 1)[1]) if n[-1].isdigit() else -1)
 
 
 def from_keras(state: Mapping[str, torch.Tensor], module_for: Callable[[str, str], str | None],
@@ -211,7 +220,7 @@ def preprocessing_mode(model_name: str) -> str:
     if model_name not in KERAS_APPLICATIONS:
         raise ValueError(f"{model_name!r} has no Keras Applications counterpart; those that do: {KERAS_MODELS}")
     keras_name = KERAS_APPLICATIONS[model_name]
-    if keras_name.startswith(("MobileNetV", "Xception")):
+    if keras_name.startswith(("MobileNetV", "Xception", "InceptionResNet")):
         return "tf"  # MobileNetV3: Keras scales x / 127.5 - 1 inside the model (include_preprocessing)
     if keras_name.startswith("EfficientNetV2") and keras_name[-1] in "SML":
         return "tf128"  # built into Keras' model (include_preprocessing)

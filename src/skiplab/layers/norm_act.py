@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -81,3 +82,13 @@ class Permute(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(map(str, self.dims))
+
+
+class BatchNorm2dNoScale(nn.BatchNorm2d):
+    """BatchNorm with a learned shift but no scale — Keras' ``BatchNormalization(scale=False)``, which
+    Inception-ResNet-v2 uses after every convolution (a ReLU follows, so a scale would only rescale the next
+    layer's weights)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-3, momentum: float = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=False)
+        self.bias = nn.Parameter(torch.zeros(num_features))  # weight stays None: _BatchNorm.forward takes both

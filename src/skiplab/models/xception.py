@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from skiplab.blocks.xception import SeparableConv2d, XceptionBlock
-from skiplab.keras_weights import from_keras, looks_like_keras
+from skiplab.keras_weights import from_keras, looks_like_keras, unnamed_layers
 from skiplab.layers.drop_path import check_drop_prob, linear_decay, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive
 from skiplab.models.base import SkipNet
@@ -84,9 +84,7 @@ class Xception(SkipNet):
         if not looks_like_keras(state_dict):
             return state_dict
         # the four projection shortcuts are unnamed layers (conv2d[_N], batch_normalization[_N]): in creation order
-        numbered = {kind: sorted({k.split("/")[0] for k in state_dict if re.fullmatch(rf"{kind}(_\d+)?/.*", k)},
-                                 key=lambda n: int(n.rsplit("_", 1)[1]) if n[-1].isdigit() else -1)
-                    for kind in ("conv2d", "batch_normalization")}
+        numbered = {kind: unnamed_layers(state_dict, kind) for kind in ("conv2d", "batch_normalization")}
         projecting = [f"stages.{i}.{j}.shortcut" for i, stage in enumerate(self.stages) for j, blk in enumerate(stage)
                       if not isinstance(blk.shortcut, nn.Identity)]
         names = {**{n: f"{p}.conv" for n, p in zip(numbered["conv2d"], projecting)},
