@@ -48,6 +48,7 @@ PAIRS = [
     ("torchvision", "torchvision.models.efficientnet_b0", "efficientnet_b0", 224),
     ("torchvision", "torchvision.models.efficientnet_v2_s", "efficientnet_v2_s", 224),
     ("torchvision", "torchvision.models.regnet_x_400mf", "regnet_x_400mf", 224),
+    ("torchvision", "torchvision.models.mnasnet1_0", "mnasnet1_0", 224),
     ("torchvision", "torchvision.models.regnet_y_400mf", "regnet_y_400mf", 224),
     ("torchvision", "torchvision.models.regnet_y_1_6gf", "regnet_y_1_6gf", 224),
     ("torchvision", "torchvision.models.convnext_base", "convnext_base", 224),
