@@ -26,7 +26,8 @@ from skiplab.keras_weights import from_keras, looks_like_keras
 from skiplab.layers.drop_path import check_drop_prob, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive
 from skiplab.models.base import SkipNet
-from skiplab.models.mobilenet import conv_norm_key, torchvision_branch_key
+from skiplab.models.mobilenet import conv_norm_key, looks_like_timm_mbconv, timm_mbconv_to_ours, \
+    torchvision_branch_key
 from skiplab.models.resnet import define_twins
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs, arXiv:1905.11946"
@@ -152,10 +153,15 @@ class EfficientNet(SkipNet):
                 nn.init.zeros_(m.bias)
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision's EfficientNet keys (``features.*``, ``classifier.1``) or Keras Applications' EfficientNet
-        weights (read from .h5; without Keras' input Normalization statistics) -> ours; anything else unchanged."""
+        """torchvision's EfficientNet keys (``features.*``, ``classifier.1``), timm's (``conv_stem``, ``blocks.*``:
+        efficientnet_bN into the torchvision layout, tf_efficientnet_bN / tf_efficientnetv2_* into the Keras one) or
+        Keras Applications' EfficientNet weights (read from .h5; without Keras' input Normalization statistics) ->
+        ours; anything else unchanged."""
         if "features.0.0.weight" in state_dict and "classifier.1.weight" in state_dict:
             return {torchvision_key_to_ours(k, self.stages) or k: v for k, v in state_dict.items()}
+        if looks_like_timm_mbconv(state_dict):  # efficientnet_b0 -> ours, tf_efficientnet_b0 -> our Keras layout
+            return timm_mbconv_to_ours(state_dict, [(f"stages.{i}.{j}", b) for i, stage in enumerate(self.stages)
+                                                    for j, b in enumerate(stage)])
         keras = {k: v for k, v in state_dict.items() if not re.fullmatch(r"normalization(_\d+)?/.+", k)}
         if not looks_like_keras(keras):
             return state_dict

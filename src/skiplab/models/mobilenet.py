@@ -112,9 +112,11 @@ class MobileNetV2(SkipNet):
         return [(i, j) for i, stage in enumerate(self.stages) for j in range(len(stage))]
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision's MobileNetV2 keys (``features.*``, ``classifier.1``) or Keras Applications' MobileNetV2
-        weights (read from .h5) -> ours; anything else unchanged."""
+        """torchvision's MobileNetV2 keys (``features.*``, ``classifier.1``), timm's (``conv_stem``, ``blocks.*``)
+        or Keras Applications' MobileNetV2 weights (read from .h5) -> ours; anything else unchanged."""
         index = self._block_index()
+        if looks_like_timm_mbconv(state_dict):  # timm's mobilenetv2_100 ...
+            return timm_mbconv_to_ours(state_dict, [(f"stages.{i}.{j}", self.stages[i][j]) for i, j in index])
         if looks_like_keras(state_dict):
             return from_keras(state_dict, partial(keras_module, index=index), self.state_dict())
         if "features.0.0.weight" in state_dict and "classifier.1.weight" in state_dict:
@@ -151,6 +153,61 @@ def torchvision_branch_key(block: InvertedResidual, rest: str) -> str | None:
         sub = {"fc1": "reduce", "fc2": "expand"}.get(sub)
         return f"branch.se.{sub}.{param}" if sub else None
     return f"branch.{_BRANCH_PARTS[part][int(sub)]}.{param}" if sub in ("0", "1") else None
+
+
+# timm's block attributes -> ours, by whether our block expands (timm's InvertedResidual / EdgeResidual) or not
+# (timm's DepthwiseSeparableConv / ConvBnAct)
+_TIMM_EXPANDING = {"conv_pw": "expand", "bn1": "bn1", "conv_dw": "dwconv", "bn2": "bn2", "se.conv_reduce": "se.reduce",
+                   "se.conv_expand": "se.expand", "conv_pwl": "project", "bn3": "bn3"}
+_TIMM_EXPANDING_FUSED = {"conv_exp": "expand", "bn1": "bn1", "conv_pwl": "project", "bn2": "bn3"}
+_TIMM_SEPARABLE = {"conv_dw": "dwconv", "bn1": "bn2", "se.conv_reduce": "se.reduce", "se.conv_expand": "se.expand",
+                   "conv_pw": "project", "bn2": "bn3"}
+_TIMM_SINGLE_CONV = {"conv": "project", "bn1": "bn3"}
+
+
+def looks_like_timm_mbconv(state_dict: dict[str, torch.Tensor]) -> bool:
+    """timm's EfficientNet / MobileNet family (``conv_stem``, ``blocks.S.B.*``, ``conv_head``)."""
+    return "conv_stem.weight" in state_dict and any(k.startswith("blocks.") for k in state_dict)
+
+
+def timm_mbconv_to_ours(state_dict: dict[str, torch.Tensor], blocks: list[tuple[str, nn.Module]], *,
+                        head_hidden: bool = False) -> dict[str, torch.Tensor]:
+    """timm's EfficientNet-family keys -> ours.  ``blocks``: (our key prefix, block) in order; timm's
+    ``blocks.S.B`` are taken in the same order (its stages may be cut differently).  One timm block more than ours
+    is the 1x1 convolution MobileNetV3 keeps in its last stage: our ``head.conv``/``head.bn``.  ``head_hidden``:
+    timm's ``conv_head`` is a 1x1 convolution on pooled features, our ``head.hidden`` Linear (MobileNetV3)."""
+    pairs = sorted({tuple(map(int, k.split(".")[1:3])) for k in state_dict if re.match(r"^blocks\.\d+\.\d+\.", k)})
+    order = {pair: i for i, pair in enumerate(pairs)}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = _timm_key(key, order, blocks, head_hidden)
+        if new == "head.hidden.weight":
+            value = value.flatten(1)  # a 1x1 convolution on a 1x1 map is a Linear
+        out[new or key] = value
+    return out
+
+
+def _timm_key(key: str, order: dict[tuple[int, int], int], blocks: list[tuple[str, nn.Module]],
+              head_hidden: bool) -> str | None:
+    top = {"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "head.hidden" if head_hidden else "head.conv",
+           "bn2": "head.bn", "classifier": "head.fc"}
+    first, _, rest = key.partition(".")
+    if first in top:
+        return f"{top[first]}.{rest}"
+    m = re.match(r"^blocks\.(\d+)\.(\d+)\.(.+)\.(\w+)$", key)
+    if m is None:
+        return None
+    k, module, param = order[int(m[1]), int(m[2])], m[3], m[4]
+    if k == len(blocks):  # MobileNetV3's last 1x1 convolution (timm: a ConvBnAct block)
+        return {"conv": f"head.conv.{param}", "bn1": f"head.bn.{param}"}.get(module)
+    if k > len(blocks):
+        return None
+    prefix, block = blocks[k]
+    parts = block.branch._modules
+    fused = "dwconv" not in parts
+    table = (_TIMM_EXPANDING_FUSED if fused else _TIMM_EXPANDING) if "expand" in parts else \
+        (_TIMM_SINGLE_CONV if fused else _TIMM_SEPARABLE)
+    return f"{prefix}.branch.{table[module]}.{param}" if module in table else None
 
 
 def torchvision_key_to_ours(key: str, index: list[tuple[int, int]]) -> str | None:

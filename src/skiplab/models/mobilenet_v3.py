@@ -33,7 +33,8 @@ from skiplab.keras_weights import from_keras, looks_like_keras
 from skiplab.layers.drop_path import check_drop_prob, linear_decay, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive
 from skiplab.models.base import SkipNet
-from skiplab.models.mobilenet import conv_norm_key, make_divisible, torchvision_branch_key
+from skiplab.models.mobilenet import conv_norm_key, looks_like_timm_mbconv, make_divisible, \
+    timm_mbconv_to_ours, torchvision_branch_key
 from skiplab.models.resnet import check_width, define_twins
 
 PAPER = "Howard et al. 2019, Searching for MobileNetV3, arXiv:1905.02244"
@@ -58,13 +59,14 @@ class MobileNetV3(SkipNet):
     Args:
         variant: "large" or "small".  layout: "torchvision" or "keras".
         skip: "residual", "none" (plain twin) or "highway".  width: the width multiplier.
-        dropout: before the classifier (0.2).  drop_path_rate / drop_path_mode: stochastic depth over the blocks
-        that have a skip (off by default, as in both libraries).
+        dropout: before the classifier (0.2).  bn_eps: BatchNorm's epsilon (1e-3 in torchvision, Keras and timm's
+        ``tf_`` nets; timm's own ``mobilenetv3_*`` use 1e-5).  drop_path_rate / drop_path_mode: stochastic depth
+        over the blocks that have a skip (off by default, as in the libraries).
     """
 
     def __init__(self, variant: str = "large", *, layout: str = "torchvision", num_classes: int = 1000,
                  in_channels: int = 3, skip: str = "residual", width: float = 1.0, dropout: float = 0.2,
-                 drop_path_rate: float = 0.0, drop_path_mode: str = "row") -> None:
+                 bn_eps: float = BN_EPS, drop_path_rate: float = 0.0, drop_path_mode: str = "row") -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"MobileNetV3 variant must be one of {', '.join(map(repr, VARIANTS))}; got {variant!r}")
@@ -79,7 +81,9 @@ class MobileNetV3(SkipNet):
         self.default_input_size = (in_channels, 224, 224)
         table, hidden_features = VARIANTS[variant]
         padding = "torch" if layout == "torchvision" else "tf"
-        bn = partial(nn.BatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM)
+        if not (isinstance(bn_eps, float) and 0 < bn_eps < 1):
+            raise ValueError(f"bn_eps must be a float in (0, 1); got {bn_eps!r}")
+        bn = partial(nn.BatchNorm2d, eps=bn_eps, momentum=BN_MOMENTUM)
 
         stem = make_divisible(16 * width)
         self.stem = nn.Sequential(OrderedDict(
@@ -99,7 +103,7 @@ class MobileNetV3(SkipNet):
             keeps = stride == 1 and cin == cout
             block = InvertedResidual(cin, cout, stride, 1, kernel=kernel, act=act, hidden=expanded,
                                      se_channels=make_divisible(expanded // 4) if se else 0, se_act="relu",
-                                     se_gate="hardsigmoid", skip=skip if keeps else "none", bn_eps=BN_EPS,
+                                     se_gate="hardsigmoid", skip=skip if keeps else "none", bn_eps=bn_eps,
                                      padding=padding, drop_path=next(rates) if keeps else 0.0)
             if stride == 2 or not stages:
                 stages.append([])
@@ -135,11 +139,13 @@ class MobileNetV3(SkipNet):
         return [(f"stages.{i}.{j}", b) for i, stage in enumerate(self.stages) for j, b in enumerate(stage)]
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision's MobileNetV3 keys (``features.*``, ``classifier.0/3``) or Keras Applications' MobileNetV3
-        weights (read from .h5) -> ours; anything else unchanged."""
+        """torchvision's MobileNetV3 keys (``features.*``, ``classifier.0/3``), timm's (``conv_stem``, ``blocks.*``)
+        or Keras Applications' MobileNetV3 weights (read from .h5) -> ours; anything else unchanged."""
         blocks = self._blocks()
         if "features.0.0.weight" in state_dict and "classifier.3.weight" in state_dict:
             return {torchvision_key_to_ours(k, blocks) or k: v for k, v in state_dict.items()}
+        if looks_like_timm_mbconv(state_dict):  # tf_mobilenetv3_* -> the Keras layout; mobilenetv3_*: bn_eps=1e-5
+            return timm_mbconv_to_ours(state_dict, blocks, head_hidden=True)
         if looks_like_keras(state_dict):
             return from_keras(state_dict, partial(keras_module, blocks=blocks), self.state_dict())
         return state_dict
@@ -196,7 +202,7 @@ def _register() -> None:
             define_twins(f"mobilenet_v3_{variant}{suffix}", partial(mobilenet_v3, variant, layout=layout),
                          module=__name__, family="mobilenet", input_size=(3, 224, 224), paper=PAPER,
                          doc=f"MobileNetV3-{variant.capitalize()} (Howard et al. 2019), the {who} layout. kwargs: "
-                             "num_classes, in_channels, skip, width, dropout, drop_path_rate, drop_path_mode.")
+                             "num_classes, in_channels, skip, width, dropout, bn_eps, drop_path_rate, drop_path_mode.")
 
 
 _register()
