@@ -83,8 +83,11 @@ class UpBlock(SkipBlock):
     ``skip_channels=0``: a level without an encoder bridge (segmentation_models_pytorch's full-resolution block);
     call with ``bridge=None``.  With ``up_mode="nearest"`` the upsampling keeps ``in_channels`` and ``fuse`` maps
     to ``out_channels``.  Lesioning (``branch_enabled = False``) zeroes the upsampled path, so the block sees its
-    long skip only.
+    long skip only.  ``bridge_first=False`` concatenates ``cat(up(x), bridge)`` instead (segmentation_models_pytorch's
+    order, so its checkpoints' first fusing conv loads as it is).
     """
+
+    long_skip = True  # takes its skip from the encoder as a second argument
 
     def __init__(
         self,
@@ -95,12 +98,14 @@ class UpBlock(SkipBlock):
         up_mode: str = "transpose",
         norm: str = "batch",
         skip: str = "concat",
+        bridge_first: bool = True,
     ) -> None:
         super().__init__()
         self.skip = check_skip(skip, UNET_SKIPS)
         if isinstance(skip_channels, bool) or not isinstance(skip_channels, int) or skip_channels < 0:
             raise ValueError(f"skip_channels must be a non-negative integer (0: no bridge); got {skip_channels!r}")
         self.skip_channels = skip_channels
+        self.bridge_first = bool(bridge_first)
         self.shortcut = nn.Identity()
         self.up = upsampler(check_positive("in_channels", in_channels), out_channels, up_mode)
         up_channels = in_channels if up_mode == "nearest" else out_channels
@@ -121,7 +126,8 @@ class UpBlock(SkipBlock):
                 f"UpBlock: the encoder bridge has spatial size {tuple(shortcut.shape[-2:])} but the upsampled "
                 f"path has {tuple(out.shape[-2:])}; the input H and W must be divisible by 2**depth"
             )
-        return self.fuse(merge_concat(shortcut, out))  # (N, C_out, 2H, 2W)
+        merged = merge_concat(shortcut, out) if self.bridge_first else merge_concat(out, shortcut)
+        return self.fuse(merged)  # (N, C_out, 2H, 2W)
 
     def can_lesion(self) -> bool:
         # Without the long skip, zeroing the upsampled path would leave the block nothing to work on.
@@ -132,9 +138,56 @@ class UpBlock(SkipBlock):
         the upsampled path): the block starts from its long skip alone."""
         convs = [m for m in self.up.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         if not convs:
-            with torch.no_grad():
-                self.fuse.conv1.weight[:, self.skip_channels:].zero_()  # cat(bridge, up): up's channels come last
+            with torch.no_grad():  # the first fusing conv's input channels from the upsampled path
+                w = self.fuse.conv1.weight
+                (w[:, self.skip_channels:] if self.bridge_first else w[:, :w.shape[1] - self.skip_channels]).zero_()
             return
         with torch.no_grad():
             for p in convs[-1].parameters():
                 p.zero_()
+
+
+class LinkBlock(SkipBlock):
+    """LinkNet's decoder step (Chaurasia & Culurciello 2017, "LinkNet: Exploiting Encoder Representations for
+    Efficient Semantic Segmentation", arXiv:1707.03718): 1x1 conv to a quarter of the channels, a 4x4 stride-2
+    transposed conv (H and W doubled), 1x1 conv to ``out_channels`` — each with BN and ReLU — and the encoder's
+    ``bridge`` *added* (the long skip: ``y = branch(x) + bridge``, where U-Net concatenates).
+
+    Call as ``block(x, bridge)``; ``bridge=None`` at a level without encoder features (the full-resolution block).
+    The plain twin (``skip="none"``) ignores ``bridge``.  Lesioning returns the bridge alone.
+    """
+
+    long_skip = True  # takes its skip from the encoder as a second argument
+
+    def __init__(self, in_channels: int, out_channels: int, *, skip: str = "residual") -> None:
+        super().__init__()
+        self.skip = check_skip(skip, ("residual", "none"))
+        mid = check_positive("in_channels", in_channels) // 4
+        if mid == 0:
+            raise ValueError(f"in_channels must be at least 4 (the block narrows to in_channels // 4); got {in_channels}")
+        self.shortcut = nn.Identity()
+        self.branch = nn.Sequential(OrderedDict([
+            ("conv1", conv1x1(in_channels, mid)), ("norm1", nn.BatchNorm2d(mid)), ("act1", nn.ReLU(inplace=True)),
+            ("up", nn.ConvTranspose2d(mid, mid, 4, stride=2, padding=1)), ("norm2", nn.BatchNorm2d(mid)),
+            ("act2", nn.ReLU(inplace=True)),
+            ("conv3", conv1x1(mid, check_positive("out_channels", out_channels))), ("norm3", nn.BatchNorm2d(out_channels)),
+            ("act3", nn.ReLU(inplace=True)),
+        ]))
+
+    def forward(self, x: torch.Tensor, bridge: torch.Tensor | None) -> torch.Tensor:
+        if not self.branch_enabled and self.has_skip and bridge is not None:
+            return self.shortcut(bridge)  # lesioned: the long skip alone
+        out = self.branch(x)  # (N, C_out, 2H, 2W)
+        if self.branch_scale != 1.0:
+            out = self.branch_scale * out
+        if not self.has_skip or bridge is None:
+            return out
+        return self.shortcut(bridge) + out  # the long skip, added
+
+    def can_lesion(self) -> bool:
+        return self.has_skip
+
+    def zero_init_last(self) -> None:
+        """Zero the last BN: the block starts as its long skip (ReLU(0) = 0 after it)."""
+        nn.init.zeros_(self.branch.norm3.weight)
+        nn.init.zeros_(self.branch.norm3.bias)

@@ -1,0 +1,107 @@
+"""segmentation_models_pytorch's layouts: LinkNet's counts and additive long skip, and smp checkpoints of Unet and
+Linknet (independent references written in smp's module layout — ``encoder`` = torchvision's ResNet without its
+classifier, ``decoder.blocks``, ``segmentation_head.0`` — random weights, outputs compared).  smp itself needs
+torchvision, which cannot be installed beside this CPU torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import skiplab
+from skiplab.blocks.base import count_skips
+from skiplab.blocks.unet import LinkBlock
+
+from foreign_checkpoints import assert_loads_like, randomise_
+from test_weights import RefBasic, RefResNet
+
+
+def cbr(cin: int, cout: int, k: int) -> nn.Sequential:  # smp's Conv2dReLU with BatchNorm
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class RefUnetBlock(nn.Module):
+    def __init__(self, cin: int, skip: int, cout: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = cbr(cin + skip, cout, 3), cbr(cout, cout, 3)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.conv2(self.conv1(x if skip is None else torch.cat([x, skip], 1)))
+
+
+class RefLinkBlock(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = cin // 4
+        self.block = nn.Sequential(cbr(cin, mid, 1), nn.Sequential(nn.ConvTranspose2d(mid, mid, 4, 2, 1),
+                                                                   nn.BatchNorm2d(mid), nn.ReLU()), cbr(mid, cout, 1))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        x = self.block(x)
+        return x if skip is None else x + skip
+
+
+class RefSmp(nn.Module):
+    """smp.Unet / smp.Linknet with a ResNet-18 encoder."""
+
+    def __init__(self, kind: str, classes: int) -> None:
+        super().__init__()
+        self.encoder = RefResNet(RefBasic, [2, 2, 2, 2])
+        del self.encoder.fc, self.encoder.avgpool
+        self.decoder = nn.Module()
+        if kind == "unet":
+            ins, skips, outs = [512, 256, 128, 64, 32], [256, 128, 64, 64, 0], [256, 128, 64, 32, 16]
+            self.decoder.blocks = nn.ModuleList(RefUnetBlock(*c) for c in zip(ins, skips, outs))
+            self.segmentation_head = nn.Sequential(nn.Conv2d(16, classes, 3, padding=1))
+        else:
+            widths = [512, 256, 128, 64, 64, 32]
+            self.decoder.blocks = nn.ModuleList(RefLinkBlock(widths[i], widths[i + 1]) for i in range(5))
+            self.segmentation_head = nn.Sequential(nn.Conv2d(32, classes, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.encoder
+        f1 = e.relu(e.bn1(e.conv1(x)))
+        f2 = e.layer1(e.maxpool(f1))
+        f3 = e.layer2(f2)
+        f4 = e.layer3(f3)
+        x = e.layer4(f4)
+        for block, skip in zip(self.decoder.blocks, [f4, f3, f2, f1, None]):
+            x = block(x, skip)
+        return self.segmentation_head(x)
+
+
+@pytest.mark.parametrize("kind", ["unet", "linknet"])
+def test_smp_checkpoint_loads_and_matches_reference(kind: str, tmp_path: Path) -> None:
+    ref = randomise_(RefSmp(kind, classes=3), seed=21)
+    keys = set(ref.state_dict())
+    assert {"encoder.layer2.0.downsample.0.weight", "segmentation_head.0.bias"} <= keys
+    assert ({"decoder.blocks.0.conv1.0.weight", "decoder.blocks.4.conv2.1.running_var"} if kind == "unet" else
+            {"decoder.blocks.0.block.1.0.bias", "decoder.blocks.4.block.2.1.weight"}) <= keys
+    assert_loads_like(ref, f"{kind}_resnet18", tmp_path, torch.randn(2, 3, 64, 64), num_classes=3)
+
+
+@pytest.mark.parametrize("name, count", [("linknet_resnet18", 11_663_777), ("linknet_resnet34", 21_771_937),
+                                         ("linknet_resnet50", 31_177_777)])
+def test_linknet_counts(name: str, count: int) -> None:
+    """smp.Linknet(encoder_name=..., classes=1), counted from its layers: encoder without fc, five decoder blocks
+    (1x1 conv + BN, 4x4 transposed conv with bias + BN, 1x1 conv + BN), a 1x1 head."""
+    with torch.device("meta"):
+        assert sum(p.numel() for p in skiplab.create_model(name).parameters()) == count
+
+
+def test_link_block_adds_its_bridge_and_plain_twin_has_no_skips() -> None:
+    torch.manual_seed(0)
+    block = LinkBlock(64, 32).eval()
+    x, bridge = torch.randn(2, 64, 4, 4), torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, bridge), bridge + block.branch(x))
+        block.branch_enabled = False
+        torch.testing.assert_close(block(x, bridge), bridge)  # lesioned: the long skip alone
+    assert count_skips(skiplab.create_model("plain_linknet_resnet18")) == 0
+    assert count_skips(skiplab.create_model("linknet_resnet18")) == 8 + 4  # encoder units + long skips
+    with pytest.raises(ValueError, match="in_channels must be at least 4"):
+        LinkBlock(3, 8)
