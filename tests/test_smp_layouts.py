@@ -1,7 +1,7 @@
-"""segmentation_models_pytorch's layouts: LinkNet's counts and additive long skip, and smp checkpoints of Unet and
-Linknet (independent references written in smp's module layout — ``encoder`` = torchvision's ResNet without its
-classifier, ``decoder.blocks``, ``segmentation_head.0`` — random weights, outputs compared).  smp itself needs
-torchvision, which cannot be installed beside this CPU torch."""
+"""segmentation_models_pytorch's layouts: LinkNet's and U-Net++'s counts, LinkNet's additive long skip, and smp
+checkpoints of Unet, Linknet and UnetPlusPlus (independent references written in smp's module layout —
+``encoder`` = torchvision's ResNet without its classifier, ``decoder.blocks``, ``segmentation_head.0`` — random
+weights, outputs compared).  smp itself needs torchvision, which cannot be installed beside this CPU torch."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,12 +50,26 @@ class RefSmp(nn.Module):
 
     def __init__(self, kind: str, classes: int) -> None:
         super().__init__()
+        self.kind = kind
         self.encoder = RefResNet(RefBasic, [2, 2, 2, 2])
         del self.encoder.fc, self.encoder.avgpool
         self.decoder = nn.Module()
         if kind == "unet":
             ins, skips, outs = [512, 256, 128, 64, 32], [256, 128, 64, 64, 0], [256, 128, 64, 32, 16]
             self.decoder.blocks = nn.ModuleList(RefUnetBlock(*c) for c in zip(ins, skips, outs))
+            self.segmentation_head = nn.Sequential(nn.Conv2d(16, classes, 3, padding=1))
+        elif kind == "unetplusplus":  # smp's UnetPlusPlusDecoder: node x_d_l, l the column, d the depth
+            ins, skips, outs = [512, 256, 128, 64, 32], [256, 128, 64, 64, 0], [256, 128, 64, 32, 16]
+            blocks = {}
+            for layer in range(4):
+                for depth in range(layer + 1):
+                    if depth == 0:
+                        blocks[f"x_0_{layer}"] = RefUnetBlock(ins[layer], skips[layer] * (layer + 1), outs[layer])
+                    else:
+                        blocks[f"x_{depth}_{layer}"] = RefUnetBlock(skips[layer - 1],
+                                                                    skips[layer] * (layer + 1 - depth), skips[layer])
+            blocks["x_0_4"] = RefUnetBlock(32, 0, 16)
+            self.decoder.blocks = nn.ModuleDict(blocks)
             self.segmentation_head = nn.Sequential(nn.Conv2d(16, classes, 3, padding=1))
         else:
             widths = [512, 256, 128, 64, 64, 32]
@@ -69,26 +83,42 @@ class RefSmp(nn.Module):
         f3 = e.layer2(f2)
         f4 = e.layer3(f3)
         x = e.layer4(f4)
+        if self.kind == "unetplusplus":
+            return self.segmentation_head(self.nested(x, [f4, f3, f2, f1]))
         for block, skip in zip(self.decoder.blocks, [f4, f3, f2, f1, None]):
             x = block(x, skip)
         return self.segmentation_head(x)
 
+    def nested(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        feats, b, out = [x, *skips], self.decoder.blocks, {}
+        for layer in range(4):
+            for depth in range(4 - layer):
+                if layer == 0:
+                    out[f"x_{depth}_{depth}"] = b[f"x_{depth}_{depth}"](feats[depth], feats[depth + 1])
+                else:
+                    col = depth + layer
+                    cat = torch.cat([out[f"x_{i}_{col}"] for i in range(depth + 1, col + 1)] + [feats[col + 1]], 1)
+                    out[f"x_{depth}_{col}"] = b[f"x_{depth}_{col}"](out[f"x_{depth}_{col - 1}"], cat)
+        return b["x_0_4"](out["x_0_3"], None)
 
-@pytest.mark.parametrize("kind", ["unet", "linknet"])
+
+@pytest.mark.parametrize("kind", ["unet", "linknet", "unetplusplus"])
 def test_smp_checkpoint_loads_and_matches_reference(kind: str, tmp_path: Path) -> None:
     ref = randomise_(RefSmp(kind, classes=3), seed=21)
     keys = set(ref.state_dict())
     assert {"encoder.layer2.0.downsample.0.weight", "segmentation_head.0.bias"} <= keys
-    assert ({"decoder.blocks.0.conv1.0.weight", "decoder.blocks.4.conv2.1.running_var"} if kind == "unet" else
-            {"decoder.blocks.0.block.1.0.bias", "decoder.blocks.4.block.2.1.weight"}) <= keys
+    assert {"unet": {"decoder.blocks.0.conv1.0.weight", "decoder.blocks.4.conv2.1.running_var"},
+            "linknet": {"decoder.blocks.0.block.1.0.bias", "decoder.blocks.4.block.2.1.weight"},
+            "unetplusplus": {"decoder.blocks.x_2_3.conv1.0.weight", "decoder.blocks.x_0_4.conv2.1.bias"}}[kind] <= keys
     assert_loads_like(ref, f"{kind}_resnet18", tmp_path, torch.randn(2, 3, 64, 64), num_classes=3)
 
 
 @pytest.mark.parametrize("name, count", [("linknet_resnet18", 11_663_777), ("linknet_resnet34", 21_771_937),
-                                         ("linknet_resnet50", 31_177_777)])
-def test_linknet_counts(name: str, count: int) -> None:
-    """smp.Linknet(encoder_name=..., classes=1), counted from its layers: encoder without fc, five decoder blocks
-    (1x1 conv + BN, 4x4 transposed conv with bias + BN, 1x1 conv + BN), a 1x1 head."""
+                                         ("linknet_resnet50", 31_177_777), ("unetplusplus_resnet18", 15_970_449),
+                                         ("unetplusplus_resnet34", 26_078_609), ("unetplusplus_resnet50", 48_985_745)])
+def test_linknet_and_unetplusplus_counts(name: str, count: int) -> None:
+    """smp.Linknet / smp.UnetPlusPlus(encoder_name=..., classes=1), counted from smp's layers (Linknet: encoder
+    without fc, five blocks of 1x1 conv + BN, 4x4 transposed conv with bias + BN, 1x1 conv + BN, a 1x1 head)."""
     with torch.device("meta"):
         assert sum(p.numel() for p in skiplab.create_model(name).parameters()) == count
 
@@ -105,3 +135,9 @@ def test_link_block_adds_its_bridge_and_plain_twin_has_no_skips() -> None:
     assert count_skips(skiplab.create_model("linknet_resnet18")) == 8 + 4  # encoder units + long skips
     with pytest.raises(ValueError, match="in_channels must be at least 4"):
         LinkBlock(3, 8)
+
+
+def test_unetplusplus_plain_twin_is_the_plain_unet() -> None:
+    plain, unet = skiplab.create_model("plain_unetplusplus_resnet18"), skiplab.create_model("plain_unet_resnet18")
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in unet.parameters())
+    assert count_skips(plain) == 0 and count_skips(skiplab.create_model("unetplusplus_resnet18")) == 8 + 10

@@ -11,6 +11,8 @@ residual units inside the encoder, long skips across to the decoder.
 * ``linknet_resnet34``... (``smp.Linknet``, Chaurasia & Culurciello 2017): five
   :class:`~skiplab.blocks.unet.LinkBlock` s (1x1 conv to a quarter, 4x4 stride-2 transposed conv, 1x1 conv) whose
   bridges are *added*, widths (256, 128, 64, 64, 32) for ResNet-18/34 (the encoder's, then 32); head: a 1x1 conv.
+* ``unetplusplus_resnet34``... (``smp.UnetPlusPlus``, Zhou et al. 2018): nested decoder nodes with dense long
+  skips (:class:`UNetPlusPlusResNet`); 26,078,609 parameters with ResNet-34 (smp's count).
 
 Defaults as smp: 3 input channels, 1 class.  smp checkpoints (``encoder.*``, ``decoder.blocks.*``,
 ``segmentation_head.0``) load.  The plain twins (``plain_unet_resnet34``...) have neither kind of skip: the plain
@@ -35,17 +37,19 @@ from skiplab.models.unet import PAPER as UNET_PAPER
 
 LINKNET_PAPER = "Chaurasia & Culurciello 2017, LinkNet: Exploiting Encoder Representations for Efficient Semantic " \
                 "Segmentation, arXiv:1707.03718"
+UNETPP_PAPER = "Zhou et al. 2018, UNet++: A Nested U-Net Architecture for Medical Image Segmentation, " \
+               "arXiv:1807.10165"
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
 LINKNET_PREFINAL = 32
 ENCODERS = (18, 34, 50)
 
 
 class ResNetEncoderDecoder(SkipNet):
-    """The shared part: a ResNet encoder whose stem and stage outputs are the bridges, a decoder of blocks called
-    ``block(x, bridge)`` from coarse to fine (the last without a bridge), a per-pixel head.  Subclasses set
-    ``self.decoder`` and ``self.head``."""
+    """The shared part: a ResNet encoder whose stem and stage outputs are the bridges, a decoder (by default blocks
+    called ``block(x, bridge)`` from coarse to fine, the last without a bridge: :meth:`decode`), a per-pixel head.
+    Subclasses set ``self.decoder`` and ``self.head``."""
 
-    decoder: nn.ModuleList
+    decoder: nn.Module
     head: nn.Module
 
     def __init__(self, encoder_depth: int, *, in_channels: int, num_classes: int, skip: str, norm: str) -> None:
@@ -77,9 +81,13 @@ class ResNetEncoderDecoder(SkipNet):
             x = stage(x)  # 1/4, 1/8, 1/16, 1/32
             bridges.append(x)
         bridges.pop()  # the deepest features feed the decoder; they are no bridge
-        for block, bridge in zip(self.decoder, [*reversed(bridges), None]):
+        return self.decode(x, bridges[::-1])[..., :height, :width]
+
+    def decode(self, x: torch.Tensor, bridges: list[torch.Tensor]) -> torch.Tensor:
+        """The decoder on the deepest features ``x`` and the ``bridges`` (coarse to fine)."""
+        for block, bridge in zip(self.decoder, [*bridges, None]):
             x = block(x, bridge)  # the long skip enters here (none at full resolution)
-        return x[..., :height, :width]
+        return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)  # (N, num_classes, H, W): per-pixel logits
@@ -157,6 +165,62 @@ class LinkNetResNet(ResNetEncoderDecoder):
         return f"decoder.{m[1]}.branch.{name}.{m[4]}", value
 
 
+class UNetPlusPlusResNet(ResNetEncoderDecoder):
+    """U-Net++ decoder on a ResNet encoder (Zhou et al. 2018, smp's ``UnetPlusPlus``): nested, densely skipped
+    decoder nodes.  Node ``x_d_l`` (depth ``d`` from the finest, column ``l``) upsamples ``x_d_(l-1)`` and
+    concatenates every earlier node of its row plus the encoder bridge — the long skips are dense.  The plain twin
+    keeps only the nodes the output depends on without skips (``x_0_l``): a plain encoder-decoder, the same net
+    as ``plain_unet_resnet*``."""
+
+    extra_skip_kinds = ("concat",)
+
+    def __init__(self, encoder_depth: int = 34, *, in_channels: int = 3, num_classes: int = 1,
+                 skip: str = "residual", decoder_channels: tuple[int, ...] = DECODER_CHANNELS,
+                 norm: str = "batch") -> None:
+        super().__init__(encoder_depth, in_channels=in_channels, num_classes=num_classes, skip=skip, norm=norm)
+        if len(decoder_channels) != 5 or not all(isinstance(c, int) and c > 0 for c in decoder_channels):
+            raise ValueError(f"decoder_channels must be 5 positive integers; got {decoder_channels!r}")
+        ins = [self.encoder_channels[0], *decoder_channels[:-1]]
+        skips = [*self.encoder_channels[1:], 0]
+        node = partial(UpBlock, up_mode="nearest", norm=norm, bridge_first=False)  # smp's order: (up, bridges)
+        nodes: dict[str, nn.Module] = {}
+        for col in range(4):
+            for d in range(col + 1):
+                if skip == "none" and d > 0:
+                    continue  # without the long skips nothing reads these nodes
+                if d == 0:
+                    cin, bridge, cout = ins[col], skips[col] * (col + 1), decoder_channels[col]
+                else:
+                    cin, bridge, cout = skips[col - 1], skips[col] * (col + 1 - d), skips[col]
+                nodes[f"x_{d}_{col}"] = node(cin, bridge if skip != "none" else 0, cout,
+                                             skip="concat" if skip != "none" else "none")
+        nodes["x_0_4"] = node(ins[4], 0, decoder_channels[4], skip="none")  # full resolution: no bridge
+        self.decoder = nn.ModuleDict(nodes)
+        self.head = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
+
+    def decode(self, x: torch.Tensor, bridges: list[torch.Tensor]) -> torch.Tensor:
+        if self.skip == "none":
+            for col in range(5):
+                x = self.decoder[f"x_0_{col}"](x, None)
+            return x
+        feats = [x, *bridges]  # deepest first, as smp orders them
+        dense: dict[str, torch.Tensor] = {}
+        for d in range(4):  # the first column: each level's features with the next finer bridge
+            dense[f"x_{d}_{d}"] = self.decoder[f"x_{d}_{d}"](feats[d], feats[d + 1])
+        for col in range(1, 4):
+            for d in range(4 - col):
+                last = d + col
+                skips = torch.cat([dense[f"x_{i}_{last}"] for i in range(d + 1, last + 1)] + [feats[last + 1]], 1)
+                dense[f"x_{d}_{last}"] = self.decoder[f"x_{d}_{last}"](dense[f"x_{d}_{last - 1}"], skips)
+        return self.decoder["x_0_4"](dense["x_0_3"], None)
+
+    def _smp_decoder_key(self, key: str, value: torch.Tensor) -> tuple[str | None, torch.Tensor]:
+        m = re.match(r"^decoder\.blocks\.(x_\d_\d)\.conv([12])\.([01])\.(.+)$", key)
+        if m is None or m[1] not in self.decoder:
+            return None, value
+        return f"decoder.{m[1]}.fuse.{('conv', 'norm')[int(m[3])]}{m[2]}.{m[4]}", value
+
+
 def _out_channels(stage: nn.Sequential) -> int:
     convs = [m for m in stage[-1].branch.modules() if isinstance(m, nn.Conv2d)]
     return convs[-1].out_channels
@@ -168,6 +232,10 @@ def unet_resnet(encoder_depth: int, **kwargs: Any) -> UNetResNet:
 
 def linknet_resnet(encoder_depth: int, **kwargs: Any) -> LinkNetResNet:
     return LinkNetResNet(encoder_depth, **kwargs)
+
+
+def unetplusplus_resnet(encoder_depth: int, **kwargs: Any) -> UNetPlusPlusResNet:
+    return UNetPlusPlusResNet(encoder_depth, **kwargs)
 
 
 def _register() -> None:
@@ -189,6 +257,14 @@ def _register() -> None:
                 doc=("LinkNet" if skip == "residual" else "Plain twin (no residual or long skips) of the LinkNet")
                 + f" with a ResNet-{depth} encoder, segmentation_models_pytorch's layout (3 channels in, 1 class). "
                   "kwargs: in_channels, num_classes, norm.",
+            )
+            define_entrypoint(
+                f"{prefix}unetplusplus_resnet{depth}", partial(unetplusplus_resnet, depth), module=__name__,
+                skip=skip, fixed_skip=skip != "residual", family="unet", input_size=(3, 64, 64),
+                paper=f"{UNETPP_PAPER}; {RESNET_PAPER}",
+                doc=("U-Net++" if skip == "residual" else "Plain twin (no residual or long skips) of the U-Net++")
+                + f" with a ResNet-{depth} encoder, segmentation_models_pytorch's layout (3 channels in, 1 class). "
+                  "kwargs: in_channels, num_classes, decoder_channels, norm.",
             )
 
 
