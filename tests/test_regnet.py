@@ -109,3 +109,59 @@ def test_torchvision_checkpoint_loads_and_matches_reference(tmp_path: Path) -> N
     assert {"stem.0.weight", "trunk_output.block2.block2-0.proj.1.running_var",
             "trunk_output.block3.block3-5.f.se.fc2.bias", "fc.weight"} <= set(ref.state_dict())
     assert_loads_like(ref, "regnet_y_400mf", tmp_path, torch.randn(2, 3, 64, 64), num_classes=7)
+
+
+def timm_cna(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Module:
+    """timm's ConvNormAct: ``.conv`` and ``.bn`` (the activation is applied by the caller here)."""
+    m = nn.Module()
+    m.conv, m.bn = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+    return m
+
+
+class RefTimmUnit(nn.Module):
+    """timm's RegNet Bottleneck: ConvNormAct (``.conv``, ``.bn``) x3, SEModule (``fc1``, ``fc2``), ``downsample``."""
+
+    def __init__(self, cin: int, cout: int, s: int, g: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = timm_cna(cin, cout, 1), timm_cna(cout, cout, 3, s, cout // g)
+        self.conv3 = timm_cna(cout, cout, 1)
+        self.se = nn.Module()
+        self.se.fc1, self.se.fc2 = nn.Conv2d(cout, round(0.25 * cin), 1), nn.Conv2d(round(0.25 * cin), cout, 1)
+        self.downsample = timm_cna(cin, cout, 1, s) if cin != cout or s != 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv1.bn(self.conv1.conv(x)))
+        y = F.relu(self.conv2.bn(self.conv2.conv(y)))
+        y = y * torch.sigmoid(self.se.fc2(F.relu(self.se.fc1(y.mean((2, 3), keepdim=True)))))
+        y = self.conv3.bn(self.conv3.conv(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample.bn(self.downsample.conv(x))))
+
+
+class RefTimmRegNetY400MF(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.stem = nn.Module()
+        self.stem.conv, self.stem.bn = nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32)
+        cin = 32
+        for i, (w, d) in enumerate([(48, 1), (104, 3), (208, 6), (440, 6)], start=1):
+            stage = nn.Module()
+            for j in range(1, d + 1):
+                setattr(stage, f"b{j}", RefTimmUnit(cin if j == 1 else w, w, 2 if j == 1 else 1, 8))
+            setattr(self, f"s{i}", stage)
+            cin = w
+        self.head = nn.Module()
+        self.head.fc = nn.Linear(440, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem.bn(self.stem.conv(x)))
+        for i in range(1, 5):
+            for block in getattr(self, f"s{i}").children():
+                x = block(x)
+        return self.head.fc(x.mean((2, 3)))
+
+
+def test_timm_checkpoint_loads_and_matches_reference(tmp_path: Path) -> None:
+    ref = randomise_(RefTimmRegNetY400MF(num_classes=7), seed=9)
+    assert {"stem.conv.weight", "s2.b1.downsample.bn.running_var", "s3.b6.se.fc2.bias", "head.fc.weight"} <= set(
+        ref.state_dict())
+    assert_loads_like(ref, "regnet_y_400mf", tmp_path, torch.randn(2, 3, 64, 64), num_classes=7)

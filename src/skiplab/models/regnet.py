@@ -4,7 +4,8 @@ RegNetY adds a squeeze-and-excitation gate with a quarter of the unit's input wi
 depths come from the paper's quantized linear rule: block ``j`` of ``d`` gets width ``w0 + wa * j``, snapped to
 ``w0 * wm^k`` and to a multiple of 8; consecutive blocks of equal width form a stage (each halving the resolution).
 
-Parameters equal torchvision's (regnet_x_400mf 5,495,976 ... regnet_y_32gf 145,046,770) and its checkpoints load.
+Parameters equal torchvision's (regnet_x_400mf 5,495,976 ... regnet_y_32gf 145,046,770); torchvision's checkpoints
+load, and timm's of the same nets (``regnetx_004`` = ``regnet_x_400mf`` ... ``regnety_320`` = ``regnet_y_32gf``).
 Stem: 3x3/2 convolution to 32 channels + BN + ReLU; head: global average pool + Linear.  ``regnet_y_128gf``
 (644,812,894 parameters, no ImageNet-1k weights in torchvision) is left out: its generated tests alone would need
 ~10 GB of memory on CI.
@@ -109,10 +110,13 @@ class RegNet(SkipNet):
                 nn.init.zeros_(m.bias)
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision's RegNet keys (``stem.0``, ``trunk_output.block1.block1-0.f.a.0``, ``fc``) -> ours; anything
-        else unchanged."""
+        """torchvision's RegNet keys (``stem.0``, ``trunk_output.block1.block1-0.f.a.0``, ``fc``) or timm's
+        (``stem.conv``, ``s1.b1.conv1.conv``, ``head.fc``: regnetx_004 ... regnety_320 are these nets) -> ours;
+        anything else unchanged."""
         if "stem.0.weight" in state_dict and any(k.startswith("trunk_output.") for k in state_dict):
             return {torchvision_key_to_ours(k) or k: v for k, v in state_dict.items()}
+        if "stem.conv.weight" in state_dict and "s1.b1.conv1.conv.weight" in state_dict:
+            return {timm_key_to_ours(k) or k: v for k, v in state_dict.items()}
         return state_dict
 
 
@@ -132,6 +136,25 @@ def torchvision_key_to_ours(key: str) -> str | None:
     if m is None or m[3] not in _TV_UNIT:
         return None
     return f"stages.{int(m[1]) - 1}.{m[2]}.{_TV_UNIT[m[3]]}.{m[4]}"
+
+
+_TIMM_UNIT = {"conv1.conv": "branch.conv1", "conv1.bn": "branch.bn1", "conv2.conv": "branch.conv2",
+              "conv2.bn": "branch.bn2", "conv3.conv": "branch.conv3", "conv3.bn": "branch.bn3",
+              "se.fc1": "branch.se.reduce", "se.fc2": "branch.se.expand", "downsample.conv": "shortcut.conv",
+              "downsample.bn": "shortcut.bn"}
+_TIMM_KEY = re.compile(r"^s(\d+)\.b(\d+)\.(.+)\.(\w+)$")
+
+
+def timm_key_to_ours(key: str) -> str | None:
+    """``s2.b1.se.fc1.weight`` -> ``stages.1.0.branch.se.reduce.weight`` (timm counts stages and blocks from 1)."""
+    top = {"stem.conv.": "stem.conv.", "stem.bn.": "stem.bn.", "head.fc.": "head.fc."}
+    for old, new in top.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    m = _TIMM_KEY.match(key)
+    if m is None or m[3] not in _TIMM_UNIT:
+        return None
+    return f"stages.{int(m[1]) - 1}.{int(m[2]) - 1}.{_TIMM_UNIT[m[3]]}.{m[4]}"
 
 
 def regnet(variant: str, **kwargs: Any) -> RegNet:
