@@ -61,6 +61,11 @@ PAIRS = [
     ("timm", "timm:resnet50d", "resnet50d", 224),
     ("timm", "timm:resnet101d", "resnet101d", 224),
     ("timm", "timm:convnext_tiny", "convnext_tiny", 224),
+    ("timm", "timm:regnety_004", "regnet_y_400mf", 224),
+    ("timm", "timm:efficientnet_b0", "efficientnet_b0", 224),
+    ("timm", "timm:tf_efficientnet_b0", "efficientnet_b0_keras", 224),
+    ("timm", "timm:tf_mobilenetv3_large_100", "mobilenet_v3_large_keras", 224),
+    ("timm", "timm:tf_efficientnetv2_s", "efficientnet_v2_s_keras", 224),
 ]
 
 
