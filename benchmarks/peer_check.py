@@ -96,6 +96,9 @@ def compare(peer_spec: str, ours_name: str, size: int, batch: int, tol: float) -
     with torch.no_grad():
         eval_diff = (peer(x) - ours(x)).abs().max().item()
         peer.train(), ours.train()
+        for m in [*peer.modules(), *ours.modules()]:  # BN in training mode; random dropping off (the two
+            if "drop" in type(m).__name__.lower() or type(m).__name__ == "StochasticDepth":  # nets draw differently)
+                m.eval()
         train_diff = (peer(x) - ours(x)).abs().max().item()
     n_peer = sum(p.numel() for p in peer.parameters())
     n_ours = sum(p.numel() for p in ours.parameters())
