@@ -1,8 +1,6 @@
 """Tests generated from the registry: every registered model gets the same checks on a tiny input."""
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 import torch.nn as nn
@@ -21,18 +19,12 @@ HUGE = {n for n in ALL if "1202" in n or "1001" in n}
 EXPLODING_AT_INIT = {"plain1202", "highway1202", "plain_preact_resnet1001"}  # measured at seed 0, batch 2, 32x32
 
 
-@functools.lru_cache(maxsize=None)
-def min_input_size(name: str) -> int:
-    """The model's smallest input side (Xception's unpadded stem needs 71), read from a meta-device copy."""
-    with torch.device("meta"):
-        return skiplab.create_model(name).min_input_size
-
-
-def tiny_input(name: str, batch: int = 2) -> torch.Tensor:
+def tiny_input(name: str, model: nn.Module, batch: int = 2) -> torch.Tensor:
     size = get_entry(name).input_size
     if len(size) == 3:  # C,H,W: 32x32 is enough for every stem (ImageNet nets end at 1x1) ...
-        # ... except the plain ImageNet DenseNets, whose last BatchNorms would see 2 values per channel.
-        side = max(64 if "densenet" in name and size[1] > 32 else 32, min_input_size(name))
+        # ... except the plain ImageNet DenseNets, whose last BatchNorms would see 2 values per channel, and the
+        # nets with unpadded stems (Xception 71, Inception-ResNet-v2 75: model.min_input_size).
+        side = max(64 if "densenet" in name and size[1] > 32 else 32, getattr(model, "min_input_size", 1))
         size = (size[0], min(size[1], side), min(size[2], side))
     return torch.randn(batch, *size)
 
@@ -50,17 +42,32 @@ def test_registry_is_populated() -> None:
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_forward_backward_every_parameter(name: str) -> None:
-    """forward_head(forward_features(x)) == forward(x), outputs finite, and a gradient reaches every parameter
-    (one model per name: building the large nets is most of this file's time)."""
+def test_registered_model(name: str) -> None:
+    """Every registered model, built once (building the large nets is most of this file's time): the SkipNet
+    interface; its skip blocks match the registry's skip kind; forward_head(forward_features(x)) == forward(x);
+    outputs finite and a gradient reaching every parameter; and, for residual nets, zero_init_last making every
+    identity-shortcut block the identity."""
     model = build(name)
+    entry = get_entry(name)
     assert isinstance(model, SkipNet), f"{name} must subclass SkipNet"
     assert isinstance(model.stages, nn.ModuleList) and len(model.stages) > 0
     assert model.model_name == name and model.model_kwargs == {}
-    # Train mode: in eval mode at init BN is the identity and a 1000-layer residual net's activations double
-    # per block until they overflow — also expected, and not what this test is about.
+
+    # --- skip kinds: analysis addresses blocks through them
+    blocks = skip_blocks(model)
+    assert blocks, f"{name} has no SkipBlock: analysis cannot address its blocks"
+    if entry.skip == "none":
+        assert count_skips(model) == 0, f"plain twin {name} still has {count_skips(model)} skips"
+    else:
+        assert count_skips(model) > 0
+        allowed = {entry.skip, *getattr(model, "extra_skip_kinds", ())}  # a U-Net on a ResNet has two kinds
+        kinds = {b.skip for b in blocks if b.has_skip}
+        assert entry.skip in kinds and kinds <= allowed, kinds
+
+    # --- features then head, forward and backward.  Train mode: in eval mode at init BN is the identity and a
+    # 1000-layer residual net's activations double per block until they overflow — expected, and not the point.
     model.train()
-    x = tiny_input(name)
+    x = tiny_input(name, model)
     if name not in HUGE:  # same code path; the huge nets cost 6 s per forward
         with torch.no_grad():
             torch.manual_seed(1)
@@ -79,44 +86,26 @@ def test_forward_backward_every_parameter(name: str) -> None:
     else:
         assert not nonfinite, f"{name}: non-finite gradients in {nonfinite[:5]}"
 
-
-@pytest.mark.parametrize("name", ALL)
-def test_skip_kind_matches_registry(name: str) -> None:
-    with torch.device("meta"):  # structure only
-        model = build(name)
-    entry = get_entry(name)
-    blocks = skip_blocks(model)
-    assert blocks, f"{name} has no SkipBlock: analysis cannot address its blocks"
-    if entry.skip == "none":
-        assert count_skips(model) == 0, f"plain twin {name} still has {count_skips(model)} skips"
-    else:
-        assert count_skips(model) > 0
-        allowed = {entry.skip, *getattr(model, "extra_skip_kinds", ())}  # a U-Net on a ResNet has two kinds
-        kinds = {b.skip for b in blocks if b.has_skip}
-        assert entry.skip in kinds and kinds <= allowed, kinds
-
-
-RESIDUAL = [n for n in ALL if get_entry(n).skip == "residual" and n not in HUGE]
-
-
-@pytest.mark.parametrize("name", RESIDUAL)
-def test_zero_init_last_makes_identity_blocks_identity(name: str) -> None:
-    """With every branch zeroed, each residual block whose shortcut is the identity computes the identity."""
-    model = zero_init_last(build(name)).eval()
+    # --- zero_init_last: with every branch zeroed, each residual block whose shortcut is the identity computes
+    # the identity (a long skip's block adds its encoder bridge, not its input: left out)
+    if entry.skip != "residual" or name in HUGE:
+        return
+    zero_init_last(model).eval()
     captured: dict[SkipBlock, torch.Tensor] = {}
     hooks = [b.register_forward_pre_hook(lambda m, args: captured.setdefault(m, args[0].detach()))
              for b in skip_blocks(model)
              if b.skip == "residual" and isinstance(getattr(b, "shortcut", None), nn.Identity)
-             and not getattr(b, "long_skip", False)]  # a long skip's block adds its encoder bridge, not its input
+             and not getattr(b, "long_skip", False)]
     with torch.no_grad():
-        model(tiny_input(name))
+        model(x)
         for h in hooks:
             h.remove()
         assert captured, f"{name}: no identity-shortcut residual block ran"
-        for block, x in captured.items():
-            y = block(x)
+        for block, inp in captured.items():
+            y = block(inp)
             y = y[0] if isinstance(y, tuple) else y
-            torch.testing.assert_close(y, x, msg=f"{name}: {type(block).__name__} is not the identity after zero_init_last")
+            torch.testing.assert_close(y, inp, msg=f"{name}: {type(block).__name__} is not the identity after "
+                                                   "zero_init_last")
 
 
 def test_unknown_model_suggests_close_names() -> None:
@@ -134,7 +123,7 @@ def test_reset_classifier_for_fine_tuning(name: str, tmp_path) -> None:
     old = model.get_classifier()
     assert model.reset_classifier(7) is model and model.get_classifier() is not old
     with torch.no_grad():
-        out = model(tiny_input(name))
+        out = model(tiny_input(name, model))
     assert out.shape[1] == 7
     save_weights(model, tmp_path / "ft.safetensors")
     again = skiplab.create_model(name, **model.model_kwargs)  # the saved kwargs name the new size
