@@ -26,7 +26,9 @@ PAIRS = [("ResNet50", "resnet50_keras"), ("ResNet50V2", "resnet50v2"), ("DenseNe
          ("MobileNetV3Small", "mobilenet_v3_small_keras"), ("EfficientNetV2B3", "efficientnet_v2_b3_keras"),
          ("EfficientNetV2S", "efficientnet_v2_s_keras"), ("InceptionResNetV2", "inception_resnet_v2")]
 SIZE, CLASSES = 64, 10
-SIZES = {"Xception": 79, "InceptionResNetV2": 75}  # >= 71 (its unpadded stem); 79 -> 39 -> 37 -> pools at 37, 19, 10 (even: TF pads 0/1), 5
+# Xception >= 71 (its unpadded stem); 79 -> 39 -> 37 -> pools at 37, 19, 10 (even: TF pads 0/1), 5.
+# Inception-ResNet-v2: 75, its smallest input
+SIZES = {"Xception": 79, "InceptionResNetV2": 75}
 INPUT_SCALE = {"EfficientNetB0": 255.0}  # Keras' EfficientNet divides its input by 255 itself
 # Deep nets whose random residual branches, at full scale, grow the activations ~1e6-fold over 40 blocks, where
 # float32 rounding (1e-5 relative per block, checked block by block) no longer gives equal logits: their branches'

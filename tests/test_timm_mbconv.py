@@ -21,7 +21,8 @@ def bn(c: int, eps: float) -> nn.BatchNorm2d:
 class RefSE(nn.Module):
     def __init__(self, c: int, rd: int, act: type, gate: type) -> None:
         super().__init__()
-        self.conv_reduce, self.act1, self.conv_expand, self.gate = nn.Conv2d(c, rd, 1), act(), nn.Conv2d(rd, c, 1), gate()
+        self.conv_reduce, self.act1 = nn.Conv2d(c, rd, 1), act()
+        self.conv_expand, self.gate = nn.Conv2d(rd, c, 1), gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True)))))
@@ -69,7 +70,10 @@ class RefFused(nn.Module):
             self.conv_pwl, self.bn2 = nn.Conv2d(cin * t, cout, 1, bias=False), bn(cout, eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.silu(self.bn1(self.conv(x))) if self.t == 1 else self.bn2(self.conv_pwl(F.silu(self.bn1(self.conv_exp(x)))))
+        if self.t == 1:
+            y = F.silu(self.bn1(self.conv(x)))
+        else:
+            y = self.bn2(self.conv_pwl(F.silu(self.bn1(self.conv_exp(x)))))
         return x + y if self.has_skip else y
 
 
@@ -116,7 +120,8 @@ def test_timm_efficientnet_b0_loads(tmp_path: Path) -> None:
         cin = cout
     ref = randomise_(RefTimmNet(32, stages, 320, 1280, 7, act=nn.SiLU, eps=1e-5), seed=11)
     assert {"conv_stem.weight", "blocks.0.0.conv_dw.weight", "blocks.0.0.se.conv_reduce.bias", "blocks.0.0.bn2.bias",
-            "blocks.5.3.conv_pwl.weight", "conv_head.weight", "bn2.running_var", "classifier.bias"} <= set(ref.state_dict())
+            "blocks.5.3.conv_pwl.weight", "conv_head.weight", "bn2.running_var",
+            "classifier.bias"} <= set(ref.state_dict())
     assert_loads_like(ref, "efficientnet_b0", tmp_path, torch.randn(2, 3, 64, 64), num_classes=7)
 
 

@@ -41,7 +41,8 @@ class InvertedResidual(ResidualUnit):
     (MobileNetV2), "silu" (swish, EfficientNet), "relu" or "hardswish" (MobileNetV3).
     ``se_channels`` > 0: a squeeze-and-excitation gate after the depthwise convolution with that many channels in
     the middle (EfficientNet's MBConv: a quarter of the input; MobileNetV3: a quarter of ``hidden``), its middle
-    activation ``se_act`` and its gate ``se_gate`` ("sigmoid" or "hardsigmoid").  ``bn_eps``: BatchNorm epsilon (torchvision 1e-5, Keras 1e-3).
+    activation ``se_act`` and its gate ``se_gate`` ("sigmoid" or "hardsigmoid").  ``bn_eps``: BatchNorm epsilon
+    (torchvision 1e-5, Keras 1e-3).
     ``padding``: "torch" (``kernel // 2`` on every side) or "tf" (TensorFlow's "same": a stride-2 convolution on an
     even size pads one pixel less at the top and left; a ``pad`` layer before ``dwconv``)."""
 

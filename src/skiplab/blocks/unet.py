@@ -164,14 +164,15 @@ class LinkBlock(SkipBlock):
         self.skip = check_skip(skip, ("residual", "none"))
         mid = check_positive("in_channels", in_channels) // 4
         if mid == 0:
-            raise ValueError(f"in_channels must be at least 4 (the block narrows to in_channels // 4); got {in_channels}")
+            raise ValueError(f"in_channels must be at least 4 (the block narrows to in_channels // 4); "
+                             f"got {in_channels}")
         self.shortcut = nn.Identity()
         self.branch = nn.Sequential(OrderedDict([
             ("conv1", conv1x1(in_channels, mid)), ("norm1", nn.BatchNorm2d(mid)), ("act1", nn.ReLU(inplace=True)),
             ("up", nn.ConvTranspose2d(mid, mid, 4, stride=2, padding=1)), ("norm2", nn.BatchNorm2d(mid)),
             ("act2", nn.ReLU(inplace=True)),
-            ("conv3", conv1x1(mid, check_positive("out_channels", out_channels))), ("norm3", nn.BatchNorm2d(out_channels)),
-            ("act3", nn.ReLU(inplace=True)),
+            ("conv3", conv1x1(mid, check_positive("out_channels", out_channels))),
+            ("norm3", nn.BatchNorm2d(out_channels)), ("act3", nn.ReLU(inplace=True)),
         ]))
 
     def forward(self, x: torch.Tensor, bridge: torch.Tensor | None) -> torch.Tensor:
