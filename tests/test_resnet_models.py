@@ -137,8 +137,8 @@ def test_cifar_depth_is_6n_plus_2_weighted_layers() -> None:
 def test_registered_entries_are_consistent() -> None:
     names = [n for f in MY_FAMILIES for n in list_models(family=f)]
     # 7 ImageNet depths (torchvision's 5, timm's 26 and 200), their 7 ResNet-D forms, 5 wide/ResNeXt, 6 CIFAR
-    # depths, 2 pre-activation, 3 Keras V2 and 3 Keras v1, each with two twins
-    assert len(names) == 3 * (7 + 7 + 5 + 6 + 2 + 3 + 3)
+    # depths, 2 pre-activation, 3 Keras V2 and 3 Keras v1, 7 SE-ResNet/ResNeXt, each with two twins
+    assert len(names) == 3 * (7 + 7 + 5 + 6 + 2 + 3 + 3 + 7)
     for depth in (20, 32, 44, 56, 110, 1202):
         assert {f"resnet{depth}", f"plain{depth}", f"highway{depth}"} <= set(names)
     for base in ("resnet18", "resnet50", "resnet152", "resnet26", "resnet200d", "resnet50_keras", "preact_resnet164",

@@ -111,7 +111,8 @@ class ResidualUnit(SkipBlock):
         if self.skip == "highway":
             nn.init.constant_(self.gate.proj.bias, -10.0)
             return
-        for m in reversed(list(self.branch.modules())):
+        # the branch's last norm or conv, not a squeeze-excite gate's (zeroing that would halve, not zero, F)
+        for m in reversed([m for n, m in self.branch.named_modules() if n.split(".")[0] != "se"]):
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -131,13 +132,15 @@ class BasicBlock(ResidualUnit):
     Args:
         skip: "residual" (add), "none" (plain twin) or "highway" (gated, carry path = the same shortcut).
         shortcut: "A", "B" or "C" (see :mod:`skiplab.layers.shortcuts`).
+        se_channels: > 0 puts a squeeze-and-excitation gate (ReLU, sigmoid) with that many channels on the
+        branch's output, before the merge (SE-ResNet, Hu et al. 2018).
     """
 
     expansion = 1
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, skip: str = "residual",
-                 shortcut: str = "B", norm: str = "batch", act: str = "relu", gate_bias: float = -2.0,
-                 drop_path: float = 0.0) -> None:
+                 shortcut: str = "B", norm: str = "batch", act: str = "relu", se_channels: int = 0,
+                 gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
         super().__init__(skip)
         check_positive("stride", stride)
         self.preact = nn.Identity()
@@ -147,6 +150,7 @@ class BasicBlock(ResidualUnit):
             act1=get_act(act),
             conv2=conv3x3(out_channels, out_channels),
             bn2=get_norm2d(norm, out_channels),
+            **({"se": SqueezeExcite(out_channels, se_channels, act="relu")} if se_channels else {}),
         ))
         self._make_skip(in_channels, out_channels, stride, shortcut=shortcut, gate_bias=gate_bias,
                         drop_path=drop_path)
@@ -161,7 +165,8 @@ class Bottleneck(ResidualUnit):
     (torchvision's "ResNet v1.5", better accuracy); ``stride_in_1x1=True`` puts it on the first 1x1 as in the
     paper and the original Caffe models.  ``groups`` > 1 makes the 3x3 a grouped convolution: the ResNeXt unit
     (Xie et al. 2017, "aggregated residual transformations", cardinality = groups).  ``se_channels`` > 0 puts a
-    squeeze-and-excitation gate (ReLU, sigmoid) with that many channels after the 3x3: RegNet-Y's unit.
+    squeeze-and-excitation gate (ReLU, sigmoid) with that many channels after the 3x3 (``se_position="mid"``:
+    RegNet-Y's unit) or on the branch's output before the merge (``"out"``: SE-ResNet/SE-ResNeXt, Hu et al. 2018).
     """
 
     expansion = 4
@@ -169,8 +174,11 @@ class Bottleneck(ResidualUnit):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, skip: str = "residual",
                  shortcut: str = "B", stride_in_1x1: bool = False, mid_channels: int | None = None,
                  groups: int = 1, norm: str = "batch", act: str = "relu", se_channels: int = 0,
-                 gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
+                 se_position: str = "mid", gate_bias: float = -2.0, drop_path: float = 0.0) -> None:
         super().__init__(skip)
+        if se_position not in ("mid", "out"):
+            raise ValueError(f"se_position must be 'mid' (after the 3x3) or 'out' (on the branch's output); "
+                             f"got {se_position!r}")
         check_positive("stride", stride)
         mid = check_positive("mid_channels", out_channels // self.expansion if mid_channels is None else mid_channels)
         if check_positive("groups", groups) and mid % groups:
@@ -184,9 +192,11 @@ class Bottleneck(ResidualUnit):
             conv2=conv3x3(mid, mid, s3, groups=groups),
             bn2=get_norm2d(norm, mid),
             act2=get_act(act),
-            **({"se": SqueezeExcite(mid, se_channels, act="relu")} if se_channels else {}),
+            **({"se": SqueezeExcite(mid, se_channels, act="relu")} if se_channels and se_position == "mid" else {}),
             conv3=conv1x1(mid, out_channels),
             bn3=get_norm2d(norm, out_channels),
+            **({"se": SqueezeExcite(out_channels, se_channels, act="relu")} if se_channels and se_position == "out"
+               else {}),
         ))
         self._make_skip(in_channels, out_channels, stride, shortcut=shortcut, gate_bias=gate_bias,
                         drop_path=drop_path)

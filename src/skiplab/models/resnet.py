@@ -23,6 +23,7 @@ from skiplab.blocks.base import zero_init_last
 from skiplab.blocks.residual import BasicBlock, Bottleneck, make_stage
 from skiplab.layers.drop_path import check_drop_prob, linear_decay, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive, conv3x3, get_act, get_norm2d
+from skiplab.layers.squeeze_excite import SqueezeExcite
 from skiplab.models.base import SkipNet
 from skiplab.registry import register_model
 
@@ -30,6 +31,7 @@ PAPER = "He et al. 2015, Deep Residual Learning for Image Recognition, arXiv:151
 HIGHWAY_PAPER = "Srivastava et al. 2015, Highway Networks, arXiv:1505.00387"
 WRN_PAPER = "Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146"
 RESNEXT_PAPER = "Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks, arXiv:1611.05431"
+SE_PAPER = "Hu, Shen & Sun 2018, Squeeze-and-Excitation Networks, arXiv:1709.01507"
 TWIN_SKIPS = ("residual", "none", "highway")
 STEMS = ("standard", "deep")
 BAG_OF_TRICKS_PAPER = "He et al. 2019, Bag of Tricks for Image Classification with CNNs, arXiv:1812.01187"
@@ -60,7 +62,8 @@ def check_width(width: float) -> float:
 
 def resnet_stages(block: Callable[..., nn.Module], depths: tuple[int, ...] | list[int],
                   out_channels: list[int], in_channels: int, *, mid_channels: list[int] | None = None,
-                  drop_path_rate: float = 0.0, drop_path_mode: str = "row", **block_kwargs: Any) -> nn.ModuleList:
+                  se_channels: list[int] | None = None, drop_path_rate: float = 0.0, drop_path_mode: str = "row",
+                  **block_kwargs: Any) -> nn.ModuleList:
     """One stage per entry of ``depths``: the first stage keeps the resolution, each later one halves it
     (stride 2 on its first block) while mapping to ``out_channels[i]``.
 
@@ -71,6 +74,8 @@ def resnet_stages(block: Callable[..., nn.Module], depths: tuple[int, ...] | lis
     stages, first = [], 0
     for i, (n, out) in enumerate(zip(depths, out_channels)):
         extra: dict[str, Any] = {"mid_channels": mid_channels[i]} if mid_channels is not None else {}
+        if se_channels is not None:
+            extra["se_channels"] = se_channels[i]
         if rates is not None:
             extra["drop_path_rates"] = rates[first : first + n]
         stages.append(make_stage(block, in_channels, out, n, 1 if i == 0 else 2, **block_kwargs, **extra))
@@ -142,6 +147,8 @@ _TV_IN_BLOCK = {
     **{f"{layer}{i}": f"branch.{layer}{i}" for layer in ("conv", "bn") for i in (1, 2, 3)},
     "downsample.0": "shortcut.conv",
     "downsample.1": "shortcut.bn",
+    "se.fc1": "branch.se.reduce",  # timm's SE-ResNets (seresnet50 ...)
+    "se.fc2": "branch.se.expand",
 }
 # timm's ResNet-C/D (resnet50d...): the deep stem is conv1.0/1/3/4/6 + bn1; downsample.0 is the pooling
 _TIMM_D_TOP = {"conv1.0": "stem.conv1", "conv1.1": "stem.bn1", "conv1.3": "stem.conv2", "conv1.4": "stem.bn2",
@@ -224,6 +231,8 @@ class ResNet(SkipNet):
         with stride 2: ResNet-C; He et al. 2019 "Bag of Tricks", timm's ``resnet50d`` with shortcut "D").
         width: multiplies every channel count.  base_width: bottleneck inner width per 64 (128 -> wide ResNet);
         with ``groups`` (ResNeXt cardinality) the width of each group (resnext50_32x4d: groups 32, base_width 4).
+        se_ratio: > 0 adds a squeeze-and-excitation gate to every block's output (SE-ResNet, Hu et al. 2018) with
+        ``se_ratio`` of its channels, rounded to a multiple of 8 (timm's seresnet*: 1/16).
         zero_init_residual: zero each block's last BN scale so every block starts as the identity.
         drop_path_rate: stochastic depth, the last block's drop probability (linear decay before it).
         drop_path_mode: "row" (per sample) or "batch" (whole batch; dropped branches are not computed).
@@ -232,8 +241,8 @@ class ResNet(SkipNet):
     def __init__(self, block: type[nn.Module], depths: tuple[int, ...], *, num_classes: int = 1000,
                  in_channels: int = 3, skip: str = "residual", shortcut: str = "B", stride_in_1x1: bool = False,
                  stem: str = "standard", width: float = 1.0, base_width: int = 64, groups: int = 1,
-                 zero_init_residual: bool = False, drop_path_rate: float = 0.0, drop_path_mode: str = "row",
-                 norm: str = "batch", act: str = "relu") -> None:
+                 se_ratio: float = 0.0, zero_init_residual: bool = False, drop_path_rate: float = 0.0,
+                 drop_path_mode: str = "row", norm: str = "batch", act: str = "relu") -> None:
         super().__init__()
         check_positive("num_classes", num_classes)
         self.in_channels = check_positive("in_channels", in_channels)
@@ -256,6 +265,11 @@ class ResNet(SkipNet):
         elif base_width != 64 or groups != 1:
             raise ValueError(f"base_width and groups only apply to bottleneck ResNets (50/101/152); got "
                              f"base_width={base_width}, groups={groups}")
+        if not (isinstance(se_ratio, (int, float)) and not isinstance(se_ratio, bool) and 0 <= se_ratio < 1):
+            raise ValueError(f"se_ratio must be a number in [0, 1); got {se_ratio!r}")
+        se_channels = [max(8, int(c * se_ratio + 4) // 8 * 8) for c in out_channels] if se_ratio else None
+        if se_channels and block is Bottleneck:
+            block_kwargs["se_position"] = "out"
         if stem == "deep":  # 3x3/2, 3x3, 3x3 — the last keeps the standard stem's names (conv, bn, act)
             mid = scaled(32, width)
             first: OrderedDict[str, nn.Module] = OrderedDict(
@@ -271,7 +285,8 @@ class ResNet(SkipNet):
             pool=nn.MaxPool2d(3, stride=2, padding=1),
         ))
         self.stages = resnet_stages(block, depths, out_channels, stem_channels, mid_channels=mid_channels,
-                                    drop_path_rate=drop_path_rate, drop_path_mode=drop_path_mode, **block_kwargs)
+                                    se_channels=se_channels, drop_path_rate=drop_path_rate,
+                                    drop_path_mode=drop_path_mode, **block_kwargs)
         self.num_features = out_channels[-1]
         self.head = nn.Sequential(OrderedDict(
             pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1), fc=nn.Linear(self.num_features, num_classes)
@@ -294,10 +309,12 @@ class ResNet(SkipNet):
         Only the architecture torchvision has can be exported: residual skips with shortcut "B" and, for
         bottlenecks, the stride on the 3x3 — anything else would load but compute something different."""
         has_bottleneck = any(isinstance(m, Bottleneck) for m in self.modules())
+        has_se = any(isinstance(m, SqueezeExcite) for m in self.modules())
         if (self.skip != "residual" or self.shortcut_kind != "B" or (has_bottleneck and self.stride_in_1x1)
-                or self.stem_kind != "standard"):
+                or self.stem_kind != "standard" or has_se):
             raise ValueError(
-                "only skip='residual', shortcut='B', stride_in_1x1=False, stem='standard' ResNets match torchvision's "
+                "only skip='residual', shortcut='B', stride_in_1x1=False, stem='standard' ResNets without "
+                "squeeze-excite match torchvision's "
                 f"architecture; this one has skip={self.skip!r}, shortcut={self.shortcut_kind!r}, "
                 f"stride_in_1x1={self.stride_in_1x1}, stem={self.stem_kind!r}")
         return skiplab_to_torchvision(self.state_dict())
@@ -338,6 +355,22 @@ def _register_wide_and_resnext() -> None:
                          f"{', '.join(f'{k}={v}' for k, v in fixed.items())}). kwargs as resnet{depth}.")
 
 
+# timm's SE-ResNets / SE-ResNeXts: name -> (depth, fixed kwargs, what)
+SE_RESNETS: dict[str, tuple[int, dict[str, int], str]] = {
+    **{f"seresnet{d}": (d, {}, f"SE-ResNet-{d}") for d in (18, 34, 50, 101, 152)},
+    "seresnext50_32x4d": (50, {"groups": 32, "base_width": 4}, "SE-ResNeXt-50 (32x4d)"),
+    "seresnext101_32x8d": (101, {"groups": 32, "base_width": 8}, "SE-ResNeXt-101 (32x8d)"),
+}
+
+
+def _register_se_resnets() -> None:
+    for base, (depth, fixed, what) in SE_RESNETS.items():
+        define_twins(base, partial(resnet, depth, se_ratio=1 / 16, **fixed), module=__name__, family="resnet",
+                     input_size=(3, 224, 224), paper=f"{SE_PAPER}; {PAPER}",
+                     doc=f"{what} in timm's layout: a squeeze-and-excitation gate (1/16 of the channels, multiple of "
+                         f"8) on every block's output before the sum. kwargs as resnet{depth}.")
+
+
 def _register_resnet_d() -> None:
     for depth in IMAGENET_DEPTHS:
         define_twins(f"resnet{depth}d", partial(resnet, depth, stem="deep", shortcut="D"), module=__name__,
@@ -349,3 +382,4 @@ def _register_resnet_d() -> None:
 _register_imagenet()
 _register_wide_and_resnext()
 _register_resnet_d()
+_register_se_resnets()
