@@ -36,7 +36,7 @@ INPUT_SCALE = {"EfficientNetB0": 255.0}  # Keras' EfficientNet divides its input
 DAMPED = ("EfficientNetV2S", "EfficientNetV2B3")
 
 
-def keras_model(name: str, seed: int = 0) -> keras.Model:
+def keras_model(name: str, seed: int = 0, **options) -> keras.Model:
     """A Keras Applications net with every variable random: kernels (Glorot at creation), and biases, BN scales,
     offsets and moving statistics too — zeros and ones would hide a BatchNorm mapped to the wrong layer."""
     keras.utils.set_random_seed(seed)
@@ -44,7 +44,7 @@ def keras_model(name: str, seed: int = 0) -> keras.Model:
     extra = {"include_preprocessing": False} if name.startswith(("ConvNeXt", "MobileNetV3", "EfficientNetV2")) else {}
     size = SIZES.get(name, SIZE)
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=CLASSES,
-                                              classifier_activation=None, **extra)
+                                              classifier_activation=None, **extra, **options)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         for var in layer.weights:
@@ -89,6 +89,23 @@ def test_keras_applications_weights_give_keras_outputs(keras_name, ours, tmp_pat
             got = net(x)
         assert got.shape == expected.shape
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("keras_name, ours", [("MobileNetV3Small", "mobilenet_v3_small_keras"),
+                                              ("MobileNetV3Large", "mobilenet_v3_large_keras")])
+def test_keras_mobilenet_v3_width_multiplier(keras_name, ours, tmp_path):
+    """alpha=0.75: Keras keeps the stem at 16 and expands each block's scaled input by the table's ratio."""
+    kmodel = keras_model(keras_name, seed=2, alpha=0.75)
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    expected = torch.as_tensor(np.asarray(keras.ops.convert_to_numpy(
+        kmodel(x.permute(0, 2, 3, 1).numpy(), training=False))))
+    net = skiplab.create_model(ours, num_classes=CLASSES, width=0.75).eval()
+    stats = sum(b.numel() for k, b in net.named_buffers() if k.endswith(("running_mean", "running_var")))
+    assert kmodel.count_params() == sum(p.numel() for p in net.parameters()) + stats
+    _, path = save_both_layouts(kmodel, tmp_path)
+    load_weights(net, path)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
 def test_read_keras_h5_keeps_keras_names_and_layouts(tmp_path):

@@ -11,8 +11,9 @@ Two layouts with the same parameters:
 * ``mobilenet_v3_large_keras`` / ``..._small_keras`` — Keras Applications' ``MobileNetV3Large/Small``: TensorFlow's
   "same" padding on the stride-2 convolutions (so Keras' .h5 weights give Keras' outputs at any input size);
   Keras' 1x1 convolutions on the pooled features are Linear layers here.  Keras builds its input scaling into the
-  model (x / 127.5 - 1); skiplab's takes the scaled input (``keras_preprocess(x, "tf")``).  With ``width`` < 1
-  the classifier's hidden layer keeps its 1280/1024 channels, as in Keras.
+  model (x / 127.5 - 1); skiplab's takes the scaled input (``keras_preprocess(x, "tf")``).  ``width`` follows
+  Keras' ``alpha``: the stem stays 16 wide, each block expands its scaled input by the table's ratio, and below 1
+  the classifier's hidden layer keeps its 1280/1024 channels.
 
 Both: BatchNorm epsilon 1e-3 (momentum 0.01 in PyTorch's convention, 0.99 in Keras'); stem 3x3/2 convolution to 16
 channels + BN + hard-swish; head 1x1 convolution to 6x the last block's width + BN + hard-swish, global average
@@ -85,16 +86,19 @@ class MobileNetV3(SkipNet):
             raise ValueError(f"bn_eps must be a float in (0, 1); got {bn_eps!r}")
         bn = partial(nn.BatchNorm2d, eps=bn_eps, momentum=BN_MOMENTUM)
 
-        stem = make_divisible(16 * width)
+        stem = make_divisible(16 * width) if layout == "torchvision" else 16  # Keras never scales its stem
         self.stem = nn.Sequential(OrderedDict(
             **({"pad": SamePad2d(3, 2)} if padding == "tf" else {}),
             conv=nn.Conv2d(in_channels, stem, 3, 2, 1 if padding == "torch" else 0, bias=False), bn=bn(stem),
             act=nn.Hardswish(inplace=True)))
         plan, channels = [], stem  # per block: (in, out, kernel, expanded, squeeze-excite, act, stride)
+        base_in = 16
         for kernel, expanded, out, se, act, stride in table:
-            out, expanded = make_divisible(out * width), make_divisible(expanded * width)
-            plan.append((channels, out, kernel, expanded, se, act, stride))
-            channels = out
+            # torchvision scales the table's expanded width; Keras applies the expansion ratio to the (scaled) input
+            wide = make_divisible(expanded * width) if layout == "torchvision" else \
+                make_divisible(channels * expanded / base_in)
+            plan.append((channels, make_divisible(out * width), kernel, wide, se, act, stride))
+            channels, base_in = make_divisible(out * width), out
         n_skips = sum(1 for cin, cout, *_, s in plan if s == 1 and cin == cout)
         rate = check_drop_prob(drop_path_rate, "drop_path_rate")
         rates = iter(linear_decay(rate, n_skips) if rate else [0.0] * n_skips)
