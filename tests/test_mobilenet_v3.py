@@ -42,7 +42,7 @@ def test_width_follows_each_library() -> None:
         tv = skiplab.create_model("mobilenet_v3_large", width=0.5)
         keras = skiplab.create_model("mobilenet_v3_large_keras", width=0.5)
     assert tv.head.hidden.out_features == 640 and keras.head.hidden.out_features == 1280  # Keras keeps 1280 below 1
-    assert tv.stem.conv.out_channels == keras.stem.conv.out_channels == 8
+    assert tv.stem.conv.out_channels == 8 and keras.stem.conv.out_channels == 16  # Keras never scales its stem
     assert {m.momentum for m in tv.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}  # torchvision's
 
 
