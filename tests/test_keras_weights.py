@@ -91,15 +91,17 @@ def test_keras_applications_weights_give_keras_outputs(keras_name, ours, tmp_pat
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
-@pytest.mark.parametrize("keras_name, ours", [("MobileNetV3Small", "mobilenet_v3_small_keras"),
-                                              ("MobileNetV3Large", "mobilenet_v3_large_keras")])
-def test_keras_mobilenet_v3_width_multiplier(keras_name, ours, tmp_path):
-    """alpha=0.75: Keras keeps the stem at 16 and expands each block's scaled input by the table's ratio."""
-    kmodel = keras_model(keras_name, seed=2, alpha=0.75)
+@pytest.mark.parametrize("keras_name, ours, alpha", [("MobileNetV3Small", "mobilenet_v3_small_keras", 0.75),
+                                                     ("MobileNetV3Large", "mobilenet_v3_large_keras", 0.75),
+                                                     ("MobileNetV2", "mobilenet_v2_keras", 0.35)])
+def test_keras_mobilenet_width_multiplier(keras_name, ours, alpha, tmp_path):
+    """Keras' alpha = our width (MobileNetV3: the stem stays 16 and each block expands its scaled input by the
+    table's ratio)."""
+    kmodel = keras_model(keras_name, seed=2, alpha=alpha)
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
     expected = torch.as_tensor(np.asarray(keras.ops.convert_to_numpy(
         kmodel(x.permute(0, 2, 3, 1).numpy(), training=False))))
-    net = skiplab.create_model(ours, num_classes=CLASSES, width=0.75).eval()
+    net = skiplab.create_model(ours, num_classes=CLASSES, width=alpha).eval()
     stats = sum(b.numel() for k, b in net.named_buffers() if k.endswith(("running_mean", "running_var")))
     assert kmodel.count_params() == sum(p.numel() for p in net.parameters()) + stats
     _, path = save_both_layouts(kmodel, tmp_path)
