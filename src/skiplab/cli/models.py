@@ -56,7 +56,8 @@ def summary_cmd(
 
 @app.command("convert")
 def convert_cmd(
-    source: str = typer.Argument(..., help="Weights to convert: torchvision / timm / segmentation_models_pytorch .pth, Keras .h5, safetensors."),
+    source: str = typer.Argument(..., help="Weights to convert: torchvision / timm / segmentation_models_pytorch "
+                                           ".pth, Keras .h5, safetensors."),
     model: str = typer.Option(..., help="The skiplab model the weights are for (see `skiplab models`)."),
     out: str = typer.Option(..., help="Where to write: .safetensors (skiplab's format, with the model's name)."),
     model_kwargs: Optional[str] = typer.Option(None, help="Model build kwargs as JSON, e.g. '{\"num_classes\": 10}'."),
