@@ -20,7 +20,8 @@ def n_params(m: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("name, count", [("convnext_tiny", 28_589_128), ("convnext_small", 50_223_688),
-                                         ("convnext_base", 88_591_464), ("convnext_large", 197_767_336)])
+                                         ("convnext_base", 88_591_464), ("convnext_large", 197_767_336),
+                                         ("convnext_xlarge", 350_196_968)])  # xlarge: timm's and Keras' count
 def test_parameter_counts_equal_torchvisions(name: str, count: int) -> None:
     with torch.device("meta"):
         assert n_params(skiplab.create_model(name)) == count
@@ -52,7 +53,7 @@ def test_twins_and_stochastic_depth() -> None:
     assert rates[0] == pytest.approx(0.2 / 18) and rates[-1] == pytest.approx(0.2) and rates == sorted(rates)  # l/L
     with pytest.raises(ValueError, match="16x16 pixels; ConvNeXt needs at least 32x32"):
         res(torch.randn(1, 3, 16, 16))
-    with pytest.raises(ValueError, match="variant must be one of 'tiny', 'small', 'base', 'large'; got 'huge'"):
+    with pytest.raises(ValueError, match="variant must be one of 'tiny', 'small', 'base', 'large', 'xlarge'; got 'huge'"):
         skiplab.models.convnext.ConvNeXt("huge")
 
 

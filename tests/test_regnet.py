@@ -19,7 +19,7 @@ from foreign_checkpoints import assert_loads_like, randomise_
 COUNTS = {"x_400mf": 5_495_976, "x_800mf": 7_259_656, "x_1_6gf": 9_190_136, "x_3_2gf": 15_296_552,
           "x_8gf": 39_572_648, "x_16gf": 54_278_536, "x_32gf": 107_811_560, "y_400mf": 4_344_144,
           "y_800mf": 6_432_512, "y_1_6gf": 11_202_430, "y_3_2gf": 19_436_338, "y_8gf": 39_381_472,
-          "y_16gf": 83_590_140, "y_32gf": 145_046_770}  # torchvision's num_params
+          "y_16gf": 83_590_140, "y_32gf": 145_046_770, "y_128gf": 644_812_894}  # torchvision's num_params
 
 
 def n_params(m: nn.Module) -> int:

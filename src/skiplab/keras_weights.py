@@ -33,6 +33,7 @@ KERAS_APPLICATIONS = {"resnet50_keras": "ResNet50", "resnet101_keras": "ResNet10
                       "densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201",
                       "convnext_tiny": "ConvNeXtTiny", "convnext_small": "ConvNeXtSmall",
                       "convnext_base": "ConvNeXtBase", "convnext_large": "ConvNeXtLarge",
+                      "convnext_xlarge": "ConvNeXtXLarge",
                       "mobilenet_v2_keras": "MobileNetV2", "xception": "Xception",
                       "inception_resnet_v2": "InceptionResNetV2",
                       "mobilenet_v3_large_keras": "MobileNetV3Large", "mobilenet_v3_small_keras": "MobileNetV3Small",

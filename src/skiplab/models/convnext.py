@@ -1,6 +1,6 @@
 """ConvNeXt (Liu et al. 2022, "A ConvNet for the 2020s", arXiv:2201.03545) in torchvision's / Keras Applications'
 layout: ``convnext_tiny/small/base/large`` (28,589,128 / 50,223,688 / 88,591,464 / 197,767,336 parameters, equal
-to torchvision's), with plain and highway twins.
+to torchvision's) and ``convnext_xlarge`` (350,196,968: timm's and Keras'), with plain and highway twins.
 
 * stem: a 4x4 convolution with stride 4 ("patchify") and a LayerNorm over channels;
 * four stages of :class:`~skiplab.blocks.convnext.ConvNeXtBlock` (3-3-9-3 blocks for T, 3-3-27-3 for S/B/L); each
@@ -39,6 +39,7 @@ VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
     "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
     "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048)),  # timm's and Keras' (350,196,968); not in torchvision
 }
 
 
@@ -46,7 +47,7 @@ class ConvNeXt(SkipNet):
     """ConvNeXt (see the module docstring).
 
     Args:
-        variant: "tiny", "small", "base" or "large".  skip: "residual", "none" (plain twin) or "highway".
+        variant: "tiny", "small", "base", "large" or "xlarge".  skip: "residual", "none" (plain twin) or "highway".
         width: multiplies every channel count.  layer_scale: γ's initial value (0: none).
         drop_path_rate / drop_path_mode: stochastic depth, the last block's drop probability (linear decay).
     """

@@ -7,8 +7,8 @@ depths come from the paper's quantized linear rule: block ``j`` of ``d`` gets wi
 Parameters equal torchvision's (regnet_x_400mf 5,495,976 ... regnet_y_32gf 145,046,770); torchvision's checkpoints
 load, and timm's of the same nets (``regnetx_004`` = ``regnet_x_400mf`` ... ``regnety_320`` = ``regnet_y_32gf``).
 Stem: 3x3/2 convolution to 32 channels + BN + ReLU; head: global average pool + Linear.  ``regnet_y_128gf``
-(644,812,894 parameters, no ImageNet-1k weights in torchvision) is left out: its generated tests alone would need
-~10 GB of memory on CI.
+(644,812,894 parameters; torchvision's SWAG weights) builds like the others; its generated tests run only under
+the ``slow`` marker (they need ~10 GB of memory).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ VARIANTS = {
     "y_400mf": (16, 48, 27.89, 2.09, 8, True), "y_800mf": (14, 56, 38.84, 2.4, 16, True),
     "y_1_6gf": (27, 48, 20.71, 2.65, 24, True), "y_3_2gf": (21, 80, 42.63, 2.66, 24, True),
     "y_8gf": (17, 192, 76.82, 2.19, 56, True), "y_16gf": (18, 200, 106.23, 2.48, 112, True),
-    "y_32gf": (20, 232, 115.89, 2.53, 232, True),
+    "y_32gf": (20, 232, 115.89, 2.53, 232, True), "y_128gf": (27, 456, 160.83, 2.52, 264, True),
 }
 STEM_WIDTH = 32
 
