@@ -1,5 +1,5 @@
-"""segmentation_models_pytorch's layouts: LinkNet's and U-Net++'s counts, LinkNet's additive long skip, and smp
-checkpoints of Unet, Linknet and UnetPlusPlus (independent references written in smp's module layout —
+"""segmentation_models_pytorch's layouts: LinkNet's, U-Net++'s and FPN's counts, LinkNet's additive long skip, and
+smp checkpoints of Unet, Linknet, UnetPlusPlus and FPN (independent references written in smp's module layout —
 ``encoder`` = torchvision's ResNet without its classifier, ``decoder.blocks``, ``segmentation_head.0`` — random
 weights, outputs compared).  smp itself needs torchvision, which cannot be installed beside this CPU torch."""
 from __future__ import annotations
@@ -45,6 +45,39 @@ class RefLinkBlock(nn.Module):
         return x if skip is None else x + skip
 
 
+class RefConvGN(nn.Module):  # smp's Conv3x3GNReLU
+    def __init__(self, cin: int, cout: int, upsample: bool) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.block = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(32, cout), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(x)
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True) if self.upsample else x
+
+
+class RefFPNDecoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.p5 = nn.Conv2d(512, 256, 1)
+        for name, c in (("p4", 256), ("p3", 128), ("p2", 64)):
+            block = nn.Module()
+            block.skip_conv = nn.Conv2d(c, 256, 1)
+            setattr(self, name, block)
+        self.seg_blocks = nn.ModuleList()
+        for ups in (3, 2, 1, 0):
+            seg = nn.Module()
+            seg.block = nn.Sequential(*[RefConvGN(256 if i == 0 else 128, 128, bool(ups)) for i in range(max(ups, 1))])
+            self.seg_blocks.append(seg)
+
+    def forward(self, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor, c5: torch.Tensor) -> torch.Tensor:
+        p5 = self.p5(c5)
+        p4 = F.interpolate(p5, scale_factor=2, mode="nearest") + self.p4.skip_conv(c4)
+        p3 = F.interpolate(p4, scale_factor=2, mode="nearest") + self.p3.skip_conv(c3)
+        p2 = F.interpolate(p3, scale_factor=2, mode="nearest") + self.p2.skip_conv(c2)
+        return sum(s.block(p) for s, p in zip(self.seg_blocks, [p5, p4, p3, p2]))
+
+
 class RefSmp(nn.Module):
     """smp.Unet / smp.Linknet with a ResNet-18 encoder."""
 
@@ -58,6 +91,9 @@ class RefSmp(nn.Module):
             ins, skips, outs = [512, 256, 128, 64, 32], [256, 128, 64, 64, 0], [256, 128, 64, 32, 16]
             self.decoder.blocks = nn.ModuleList(RefUnetBlock(*c) for c in zip(ins, skips, outs))
             self.segmentation_head = nn.Sequential(nn.Conv2d(16, classes, 3, padding=1))
+        elif kind == "fpn":
+            self.decoder = RefFPNDecoder()
+            self.segmentation_head = nn.Sequential(nn.Conv2d(128, classes, 1), nn.UpsamplingBilinear2d(scale_factor=4))
         elif kind == "unetplusplus":  # smp's UnetPlusPlusDecoder: node x_d_l, l the column, d the depth
             ins, skips, outs = [512, 256, 128, 64, 32], [256, 128, 64, 64, 0], [256, 128, 64, 32, 16]
             blocks = {}
@@ -83,6 +119,8 @@ class RefSmp(nn.Module):
         f3 = e.layer2(f2)
         f4 = e.layer3(f3)
         x = e.layer4(f4)
+        if self.kind == "fpn":
+            return self.segmentation_head(self.decoder(f2, f3, f4, x))
         if self.kind == "unetplusplus":
             return self.segmentation_head(self.nested(x, [f4, f3, f2, f1]))
         for block, skip in zip(self.decoder.blocks, [f4, f3, f2, f1, None]):
@@ -102,23 +140,28 @@ class RefSmp(nn.Module):
         return b["x_0_4"](out["x_0_3"], None)
 
 
-@pytest.mark.parametrize("kind", ["unet", "linknet", "unetplusplus"])
+@pytest.mark.parametrize("kind", ["unet", "linknet", "unetplusplus", "fpn"])
 def test_smp_checkpoint_loads_and_matches_reference(kind: str, tmp_path: Path) -> None:
     ref = randomise_(RefSmp(kind, classes=3), seed=21)
     keys = set(ref.state_dict())
     assert {"encoder.layer2.0.downsample.0.weight", "segmentation_head.0.bias"} <= keys
     assert {"unet": {"decoder.blocks.0.conv1.0.weight", "decoder.blocks.4.conv2.1.running_var"},
             "linknet": {"decoder.blocks.0.block.1.0.bias", "decoder.blocks.4.block.2.1.weight"},
-            "unetplusplus": {"decoder.blocks.x_2_3.conv1.0.weight", "decoder.blocks.x_0_4.conv2.1.bias"}}[kind] <= keys
+            "unetplusplus": {"decoder.blocks.x_2_3.conv1.0.weight", "decoder.blocks.x_0_4.conv2.1.bias"},
+            "fpn": {"decoder.p5.bias", "decoder.p2.skip_conv.weight", "decoder.seg_blocks.0.block.2.block.1.weight",
+                    "decoder.seg_blocks.3.block.0.block.0.weight"}}[kind] <= keys
     assert_loads_like(ref, f"{kind}_resnet18", tmp_path, torch.randn(2, 3, 64, 64), num_classes=3)
 
 
 @pytest.mark.parametrize("name, count", [("linknet_resnet18", 11_663_777), ("linknet_resnet34", 21_771_937),
                                          ("linknet_resnet50", 31_177_777), ("unetplusplus_resnet18", 15_970_449),
-                                         ("unetplusplus_resnet34", 26_078_609), ("unetplusplus_resnet50", 48_985_745)])
-def test_linknet_and_unetplusplus_counts(name: str, count: int) -> None:
-    """smp.Linknet / smp.UnetPlusPlus(encoder_name=..., classes=1), counted from smp's layers (Linknet: encoder
-    without fc, five blocks of 1x1 conv + BN, 4x4 transposed conv with bias + BN, 1x1 conv + BN, a 1x1 head)."""
+                                         ("unetplusplus_resnet34", 26_078_609), ("unetplusplus_resnet50", 48_985_745),
+                                         ("fpn_resnet18", 13_047_233), ("fpn_resnet34", 23_155_393),
+                                         ("fpn_resnet50", 26_116_033)])
+def test_linknet_unetplusplus_and_fpn_counts(name: str, count: int) -> None:
+    """smp.Linknet / smp.UnetPlusPlus / smp.FPN(encoder_name=..., classes=1), counted from smp's layers (Linknet:
+    encoder without fc, five blocks of 1x1 conv + BN, 4x4 transposed conv with bias + BN, 1x1 conv + BN, a 1x1 head;
+    U-Net++ with resnet34: 26,078,609, the figure smp users quote)."""
     with torch.device("meta"):
         assert sum(p.numel() for p in skiplab.create_model(name).parameters()) == count
 

@@ -192,3 +192,42 @@ class LinkBlock(SkipBlock):
         """Zero the last BN: the block starts as its long skip (ReLU(0) = 0 after it)."""
         nn.init.zeros_(self.branch.norm3.weight)
         nn.init.zeros_(self.branch.norm3.bias)
+
+
+class LateralBlock(SkipBlock):
+    """A feature-pyramid step (Lin et al. 2017, "Feature Pyramid Networks for Object Detection", arXiv:1612.03144):
+    the coarser pyramid level upsampled 2x (nearest) plus the encoder's ``bridge`` projected by a 1x1 conv to the
+    pyramid width — ``y = up(x) + proj(bridge)``, the lateral connection being the long skip.
+
+    Call as ``block(x, bridge)``.  The plain twin (``skip="none"``) has no projection and returns ``up(x)``;
+    lesioning returns the lateral path alone.
+    """
+
+    long_skip = True  # takes its skip from the encoder as a second argument
+
+    def __init__(self, channels: int, skip_channels: int, *, skip: str = "residual") -> None:
+        super().__init__()
+        self.skip = check_skip(skip, ("residual", "none"))
+        check_positive("channels", channels)
+        self.shortcut = conv1x1(check_positive("skip_channels", skip_channels), channels, bias=True) \
+            if self.has_skip else nn.Identity()
+        self.branch = nn.Upsample(scale_factor=2, mode="nearest")  # the top-down path (no parameters)
+
+    def forward(self, x: torch.Tensor, bridge: torch.Tensor | None) -> torch.Tensor:
+        if not self.has_skip:
+            return self.branch(x)
+        if not self.branch_enabled:
+            return self.shortcut(bridge)  # lesioned: the lateral connection alone
+        out = self.branch(x)
+        if self.branch_scale != 1.0:
+            out = self.branch_scale * out
+        return self.shortcut(bridge) + out  # the long skip: projected encoder features, added
+
+    def can_lesion(self) -> bool:
+        return self.has_skip
+
+    def zero_init_last(self) -> None:
+        """Nothing to zero in a parameter-free top-down path: zero the lateral projection instead."""
+        if self.has_skip:
+            nn.init.zeros_(self.shortcut.weight)
+            nn.init.zeros_(self.shortcut.bias)

@@ -13,6 +13,8 @@ residual units inside the encoder, long skips across to the decoder.
   bridges are *added*, widths (256, 128, 64, 64, 32) for ResNet-18/34 (the encoder's, then 32); head: a 1x1 conv.
 * ``unetplusplus_resnet34``... (``smp.UnetPlusPlus``, Zhou et al. 2018): nested decoder nodes with dense long
   skips (:class:`UNetPlusPlusResNet`); 26,078,609 parameters with ResNet-34 (smp's count).
+* ``fpn_resnet34``... (``smp.FPN``, Lin et al. 2017): a feature pyramid whose 1x1 lateral connections add the
+  encoder's stages (:class:`FPNResNet`); 23,155,393 parameters with ResNet-34.
 
 Defaults as smp: 3 input channels, 1 class.  smp checkpoints (``encoder.*``, ``decoder.blocks.*``,
 ``segmentation_head.0``) load.  The plain twins (``plain_unet_resnet34``...) have neither kind of skip: the plain
@@ -21,6 +23,7 @@ ResNet encoder and a decoder whose blocks see only the coarse path.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from functools import partial
 from typing import Any
 
@@ -28,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from skiplab.blocks.unet import LinkBlock, UpBlock
+from skiplab.blocks.unet import LateralBlock, LinkBlock, UpBlock
 from skiplab.layers.norm_act import check_positive
 from skiplab.models.base import SkipNet
 from skiplab.models.resnet import PAPER as RESNET_PAPER
@@ -39,6 +42,7 @@ LINKNET_PAPER = "Chaurasia & Culurciello 2017, LinkNet: Exploiting Encoder Repre
                 "Segmentation, arXiv:1707.03718"
 UNETPP_PAPER = "Zhou et al. 2018, UNet++: A Nested U-Net Architecture for Medical Image Segmentation, " \
                "arXiv:1807.10165"
+FPN_PAPER = "Lin et al. 2017, Feature Pyramid Networks for Object Detection, arXiv:1612.03144"
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
 LINKNET_PREFINAL = 32
 ENCODERS = (18, 34, 50)
@@ -221,6 +225,69 @@ class UNetPlusPlusResNet(ResNetEncoderDecoder):
         return f"decoder.{m[1]}.fuse.{('conv', 'norm')[int(m[3])]}{m[2]}.{m[4]}", value
 
 
+class FPNResNet(ResNetEncoderDecoder):
+    """FPN decoder on a ResNet encoder (smp's ``FPN``): a top-down pyramid whose levels 1/32 ... 1/4 add the
+    encoder's stage outputs through 1x1 lateral projections (:class:`~skiplab.blocks.unet.LateralBlock`), each level
+    refined by 3x3 conv-GroupNorm(32)-ReLU blocks with 2x bilinear upsampling down to 1/4, the four summed, 2D
+    dropout, upsampled 4x (bilinear) and a 1x1 head.  smp applies its head before the 4x upsampling; both are
+    linear per pixel and commute exactly, so this computes the same logits (with 4x more decoder memory).
+    The plain twin has no lateral connections: the pyramid is the deepest features upsampled."""
+
+    def __init__(self, encoder_depth: int = 34, *, in_channels: int = 3, num_classes: int = 1,
+                 skip: str = "residual", pyramid_channels: int = 256, segmentation_channels: int = 128,
+                 dropout: float = 0.2, norm: str = "batch") -> None:
+        super().__init__(encoder_depth, in_channels=in_channels, num_classes=num_classes, skip=skip, norm=norm)
+        check_positive("pyramid_channels", pyramid_channels)
+        if check_positive("segmentation_channels", segmentation_channels) % 32:
+            raise ValueError(f"segmentation_channels must be a multiple of 32 (GroupNorm's 32 groups); got "
+                             f"{segmentation_channels}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        c5, c4, c3, c2 = self.encoder_channels[:4]
+        self.top = nn.Conv2d(c5, pyramid_channels, 1)  # p5
+        self.decoder = nn.ModuleList(LateralBlock(pyramid_channels, c, skip=skip) for c in (c4, c3, c2))
+        self.refine = nn.ModuleList(
+            _refine_level(pyramid_channels, segmentation_channels, ups) for ups in (3, 2, 1, 0))
+        self.dropout = nn.Dropout2d(dropout) if dropout else nn.Identity()
+        self.head = nn.Conv2d(segmentation_channels, num_classes, 1)
+
+    def decode(self, x: torch.Tensor, bridges: list[torch.Tensor]) -> torch.Tensor:
+        pyramid = [self.top(x)]  # 1/32
+        for block, bridge in zip(self.decoder, bridges[:3]):  # 1/16, 1/8, 1/4: the long skips enter here
+            pyramid.append(block(pyramid[-1], bridge))
+        merged = sum(refine(p) for refine, p in zip(self.refine, pyramid))  # every level refined to 1/4, added
+        return F.interpolate(self.dropout(merged), scale_factor=4, mode="bilinear", align_corners=True)
+
+    def _smp_decoder_key(self, key: str, value: torch.Tensor) -> tuple[str | None, torch.Tensor]:
+        if key.startswith("decoder.p5."):
+            return "top." + key[len("decoder.p5."):], value
+        m = re.match(r"^decoder\.p([234])\.skip_conv\.(.+)$", key)
+        if m is not None:
+            return f"decoder.{4 - int(m[1])}.shortcut.{m[2]}", value
+        m = re.match(r"^decoder\.seg_blocks\.(\d)\.block\.(\d+)\.block\.([01])\.(.+)$", key)
+        if m is not None:
+            return f"refine.{m[1]}.{m[2]}.{('conv', 'norm')[int(m[3])]}.{m[4]}", value
+        return None, value
+
+
+class _RefineStep(nn.Sequential):
+    """3x3 conv, GroupNorm(32), ReLU, then (``upsample``) 2x bilinear upsampling: one of FPN's refining steps."""
+
+    def __init__(self, cin: int, cout: int, upsample: bool) -> None:
+        super().__init__(OrderedDict(conv=nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                                     norm=nn.GroupNorm(32, cout), act=nn.ReLU(inplace=True)))
+        self.upsample = upsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward(x)
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True) if self.upsample else x
+
+
+def _refine_level(cin: int, cout: int, upsamples: int) -> nn.Sequential:
+    """A pyramid level's refinement to 1/4 resolution: ``max(upsamples, 1)`` steps, each upsampling if needed."""
+    return nn.Sequential(*[_RefineStep(cin if i == 0 else cout, cout, i < upsamples) for i in range(max(upsamples, 1))])
+
+
 def _out_channels(stage: nn.Sequential) -> int:
     convs = [m for m in stage[-1].branch.modules() if isinstance(m, nn.Conv2d)]
     return convs[-1].out_channels
@@ -236,6 +303,10 @@ def linknet_resnet(encoder_depth: int, **kwargs: Any) -> LinkNetResNet:
 
 def unetplusplus_resnet(encoder_depth: int, **kwargs: Any) -> UNetPlusPlusResNet:
     return UNetPlusPlusResNet(encoder_depth, **kwargs)
+
+
+def fpn_resnet(encoder_depth: int, **kwargs: Any) -> FPNResNet:
+    return FPNResNet(encoder_depth, **kwargs)
 
 
 def _register() -> None:
@@ -265,6 +336,14 @@ def _register() -> None:
                 doc=("U-Net++" if skip == "residual" else "Plain twin (no residual or long skips) of the U-Net++")
                 + f" with a ResNet-{depth} encoder, segmentation_models_pytorch's layout (3 channels in, 1 class). "
                   "kwargs: in_channels, num_classes, decoder_channels, norm.",
+            )
+            define_entrypoint(
+                f"{prefix}fpn_resnet{depth}", partial(fpn_resnet, depth), module=__name__, skip=skip,
+                fixed_skip=skip != "residual", family="unet", input_size=(3, 64, 64),
+                paper=f"{FPN_PAPER}; {RESNET_PAPER}",
+                doc=("FPN" if skip == "residual" else "Plain twin (no residual or lateral skips) of the FPN")
+                + f" with a ResNet-{depth} encoder, segmentation_models_pytorch's layout (3 channels in, 1 class). "
+                  "kwargs: in_channels, num_classes, pyramid_channels, segmentation_channels, dropout, norm.",
             )
 
 
