@@ -178,3 +178,18 @@ def test_timm_mobilenetv2_loads(tmp_path: Path) -> None:
         cin = c
     ref = randomise_(RefTimmNet(32, stages, 320, 1280, 7, act=nn.ReLU6, eps=1e-5), seed=14)
     assert_loads_like(ref, "mobilenet_v2", tmp_path, torch.randn(2, 3, 64, 64), num_classes=7)
+
+
+def test_timm_mnasnet_loads(tmp_path: Path) -> None:
+    # timm's mnasnet_100: conv_stem, then a separable block 32 -> 16 (our stem's tail), then the stages
+    stages: list[list[nn.Module]] = [[RefBlock(32, 16, 3, 1, 32, 0, nn.ReLU, nn.Sigmoid, 1e-5)]]
+    cin = 16
+    for k, s, t, n, cout in [(3, 2, 3, 3, 24), (5, 2, 3, 3, 40), (5, 2, 6, 3, 80), (3, 1, 6, 2, 96), (5, 2, 6, 4, 192),
+                             (3, 1, 6, 1, 320)]:
+        stages.append([RefBlock(cin if i == 0 else cout, cout, k, s if i == 0 else 1, (cin if i == 0 else cout) * t,
+                                0, nn.ReLU, nn.Sigmoid, 1e-5) for i in range(n)])
+        cin = cout
+    ref = randomise_(RefTimmNet(32, stages, 320, 1280, 7, act=nn.ReLU, eps=1e-5), seed=15)
+    assert {"blocks.0.0.conv_dw.weight", "blocks.0.0.bn2.running_var", "blocks.6.0.conv_pwl.weight"} <= set(
+        ref.state_dict())
+    assert_loads_like(ref, "mnasnet1_0", tmp_path, torch.randn(2, 3, 64, 64), num_classes=7)

@@ -2,7 +2,8 @@
 Platform-Aware Neural Architecture Search for Mobile", arXiv:1807.11626): a separable-convolution stem and six
 stages of ReLU inverted residual blocks (:class:`~skiplab.blocks.inverted_residual.InvertedResidual`), a skip on
 every block that keeps its shape (10 of 16).  ``alpha`` scales every width (rounded to multiples of 8, never 10%
-below); the head stays 1280 wide.  Parameters equal torchvision's (mnasnet1_0: 4,383,312) and its checkpoints load.
+below); the head stays 1280 wide.  Parameters equal torchvision's (mnasnet1_0: 4,383,312); its checkpoints load,
+and timm's (mnasnet_100: the same net).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from skiplab.blocks.inverted_residual import InvertedResidual
 from skiplab.layers.drop_path import check_drop_prob, linear_decay, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive
 from skiplab.models.base import SkipNet
-from skiplab.models.mobilenet import make_divisible
+from skiplab.models.mobilenet import looks_like_timm_mbconv, make_divisible, timm_mbconv_to_ours
 from skiplab.models.resnet import define_twins
 
 PAPER = "Tan et al. 2019, MnasNet: Platform-Aware Neural Architecture Search for Mobile, arXiv:1807.11626"
@@ -90,10 +91,19 @@ class MNASNet(SkipNet):
                 nn.init.zeros_(m.bias)
 
     def remap_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision's MNASNet keys (``layers.N``, ``layers.8.0.layers.3``, ``classifier.1``) -> ours; anything
-        else unchanged."""
+        """torchvision's MNASNet keys (``layers.N``, ``layers.8.0.layers.3``, ``classifier.1``) or timm's
+        (``conv_stem``, ``blocks.S.B.*``: mnasnet_100 ...) -> ours; anything else unchanged."""
         if "layers.0.weight" in state_dict and "classifier.1.weight" in state_dict:
             return {torchvision_key_to_ours(k, len(self.stages)) or k: v for k, v in state_dict.items()}
+        if looks_like_timm_mbconv(state_dict):  # timm's mnasnet_100 ...: its first block is our stem's tail
+            stem = {f"blocks.0.0.{old}.": f"stem.{new}." for old, new in
+                    (("conv_dw", "dwconv"), ("bn1", "bn2"), ("conv_pw", "project"), ("bn2", "bn3"))}
+            renamed = {}
+            for key, value in state_dict.items():
+                prefix = next((p for p in stem if key.startswith(p)), None)
+                renamed[stem[prefix] + key[len(prefix):] if prefix else key] = value
+            return timm_mbconv_to_ours(renamed, [(f"stages.{i}.{j}", b) for i, stage in enumerate(self.stages)
+                                                 for j, b in enumerate(stage)])
         return state_dict
 
 
