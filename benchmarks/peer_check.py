@@ -62,6 +62,8 @@ PAIRS = [
     ("timm", "timm:resnet101d", "resnet101d", 224),
     ("timm", "timm:convnext_tiny", "convnext_tiny", 224),
     ("timm", "timm:regnety_004", "regnet_y_400mf", 224),
+    ("timm", "timm:mnasnet_100", "mnasnet1_0", 224),
+    ("timm", "timm:seresnet50", "seresnet50", 224),
     ("timm", "timm:efficientnet_b0", "efficientnet_b0", 224),
     ("timm", "timm:tf_efficientnet_b0", "efficientnet_b0_keras", 224),
     ("timm", "timm:tf_mobilenetv3_large_100", "mobilenet_v3_large_keras", 224),
