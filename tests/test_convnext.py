@@ -53,7 +53,8 @@ def test_twins_and_stochastic_depth() -> None:
     assert rates[0] == pytest.approx(0.2 / 18) and rates[-1] == pytest.approx(0.2) and rates == sorted(rates)  # l/L
     with pytest.raises(ValueError, match="16x16 pixels; ConvNeXt needs at least 32x32"):
         res(torch.randn(1, 3, 16, 16))
-    with pytest.raises(ValueError, match="variant must be one of 'tiny', 'small', 'base', 'large', 'xlarge'; got 'huge'"):
+    with pytest.raises(ValueError, match="variant must be one of 'tiny', 'small', 'base', 'large', 'xlarge'; "
+                                         "got 'huge'"):
         skiplab.models.convnext.ConvNeXt("huge")
 
 

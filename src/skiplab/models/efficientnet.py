@@ -26,8 +26,8 @@ from skiplab.keras_weights import from_keras, looks_like_keras
 from skiplab.layers.drop_path import check_drop_prob, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive
 from skiplab.models.base import SkipNet
-from skiplab.models.mobilenet import conv_norm_key, looks_like_timm_mbconv, timm_mbconv_to_ours, \
-    torchvision_branch_key
+from skiplab.models.mobilenet import looks_like_timm_mbconv, timm_mbconv_to_ours, torchvision_branch_key, \
+    torchvision_features_key
 from skiplab.models.resnet import define_twins
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs, arXiv:1905.11946"
@@ -172,19 +172,14 @@ def torchvision_key_to_ours(key: str, stages: nn.ModuleList) -> str | None:
     """``features.2.0.block.1.0.weight`` -> ``stages.1.0.branch.dwconv.weight``: torchvision's features.0 is the
     stem, features.1-7 the stages, features.8 the head's convolution (see :func:`torchvision_branch_key` for the
     keys inside a block)."""
-    if key.startswith("classifier.1."):
-        return "head.fc." + key[len("classifier.1."):]
-    m = re.match(r"^features\.(\d+)\.(.+)$", key)
-    if m is None:
-        return None
-    f, rest = int(m[1]), m[2]
-    if f in (0, len(stages) + 1):
-        return conv_norm_key("stem" if f == 0 else "head", rest)
-    m = re.match(r"^(\d+)\.(.+)$", rest)
-    if m is None or not 1 <= f <= len(stages) or int(m[1]) >= len(stages[f - 1]):
-        return None
-    inner = torchvision_branch_key(stages[f - 1][int(m[1])], m[2])
-    return f"stages.{f - 1}.{m[1]}.{inner}" if inner else None
+    def inner(f: int, rest: str) -> str | None:
+        m = re.match(r"^(\d+)\.(.+)$", rest)
+        if m is None or int(m[1]) >= len(stages[f - 1]):
+            return None
+        key_in_block = torchvision_branch_key(stages[f - 1][int(m[1])], m[2])
+        return f"stages.{f - 1}.{m[1]}.{key_in_block}" if key_in_block else None
+
+    return torchvision_features_key(key, len(stages), inner)
 
 
 _KERAS_BLOCK = re.compile(r"^block(?P<stage>\d)(?P<letter>[a-z])_(?P<part>expand_conv|expand_bn|dwconv2?|bn|se_reduce|"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -210,19 +210,31 @@ def _timm_key(key: str, order: dict[tuple[int, int], int], blocks: list[tuple[st
     return f"{prefix}.branch.{table[module]}.{param}" if module in table else None
 
 
-def torchvision_key_to_ours(key: str, index: list[tuple[int, int]]) -> str | None:
-    """``features.3.conv.1.0.weight`` -> ``stages.2.0.branch.dwconv.weight``; ``index`` lists (stage, block) of
-    torchvision's ``features.1`` ... ``features.17``."""
-    if key.startswith("classifier.1."):
-        return "head.fc." + key[len("classifier.1."):]
+def torchvision_features_key(key: str, n_middle: int, inner: Callable[[int, str], str | None],
+                             classifier: dict[str, str] | None = None) -> str | None:
+    """A key of torchvision's ``features`` / ``classifier`` model trees (MobileNetV2/V3, EfficientNet) -> ours:
+    ``features.0`` is the stem and ``features.{n_middle + 1}`` the head's convolution (Conv2dNormActivation
+    each), ``inner(f, rest)`` maps ``features.f.rest`` for 1 <= f <= n_middle, and ``classifier`` maps prefixes
+    of the classifier (default: ``classifier.1.`` -> ``head.fc.``)."""
+    for old, new in (classifier or {"classifier.1.": "head.fc."}).items():
+        if key.startswith(old):
+            return new + key[len(old):]
     m = re.match(r"^features\.(\d+)\.(.+)$", key)
     if m is None:
         return None
     f, rest = int(m[1]), m[2]
-    if f in (0, len(index) + 1):
+    if f in (0, n_middle + 1):
         return conv_norm_key("stem" if f == 0 else "head", rest)
-    if not 1 <= f <= len(index):
-        return None
+    return inner(f, rest) if 1 <= f <= n_middle else None
+
+
+def torchvision_key_to_ours(key: str, index: list[tuple[int, int]]) -> str | None:
+    """``features.3.conv.1.0.weight`` -> ``stages.2.0.branch.dwconv.weight``; ``index`` lists (stage, block) of
+    torchvision's ``features.1`` ... ``features.17``."""
+    return torchvision_features_key(key, len(index), partial(_torchvision_v2_block_key, index=index))
+
+
+def _torchvision_v2_block_key(f: int, rest: str, *, index: list[tuple[int, int]]) -> str | None:
     stage, block = index[f - 1]
     table = _TV_FIRST if f == 1 else _TV_EXPANDING
     for old, new in table.items():

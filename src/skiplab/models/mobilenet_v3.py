@@ -34,8 +34,8 @@ from skiplab.keras_weights import from_keras, looks_like_keras
 from skiplab.layers.drop_path import check_drop_prob, linear_decay, set_drop_path_mode
 from skiplab.layers.norm_act import check_positive
 from skiplab.models.base import SkipNet
-from skiplab.models.mobilenet import conv_norm_key, looks_like_timm_mbconv, make_divisible, \
-    timm_mbconv_to_ours, torchvision_branch_key
+from skiplab.models.mobilenet import looks_like_timm_mbconv, make_divisible, timm_mbconv_to_ours, \
+    torchvision_branch_key, torchvision_features_key
 from skiplab.models.resnet import check_width, define_twins
 
 PAPER = "Howard et al. 2019, Searching for MobileNetV3, arXiv:1905.02244"
@@ -158,21 +158,13 @@ class MobileNetV3(SkipNet):
 def torchvision_key_to_ours(key: str, blocks: list[tuple[str, InvertedResidual]]) -> str | None:
     """``features.4.block.2.fc1.weight`` -> ``stages.2.0.branch.se.reduce.weight``: torchvision's features.0 is
     the stem, features.1 ... the blocks, the last one the head's convolution; classifier.0 / .3 the two Linears."""
-    top = {"classifier.0.": "head.hidden.", "classifier.3.": "head.fc."}
-    for old, new in top.items():
-        if key.startswith(old):
-            return new + key[len(old):]
-    m = re.match(r"^features\.(\d+)\.(.+)$", key)
-    if m is None:
-        return None
-    f, rest = int(m[1]), m[2]
-    if f in (0, len(blocks) + 1):
-        return conv_norm_key("stem" if f == 0 else "head", rest)
-    if not 1 <= f <= len(blocks):
-        return None
-    prefix, block = blocks[f - 1]
-    inner = torchvision_branch_key(block, rest)
-    return f"{prefix}.{inner}" if inner else None
+    def inner(f: int, rest: str) -> str | None:
+        prefix, block = blocks[f - 1]
+        key_in_block = torchvision_branch_key(block, rest)
+        return f"{prefix}.{key_in_block}" if key_in_block else None
+
+    return torchvision_features_key(key, len(blocks), inner,
+                                    classifier={"classifier.0.": "head.hidden.", "classifier.3.": "head.fc."})
 
 
 _KERAS_BLOCK = re.compile(r"^expanded_conv_(?:(?P<id>\d+)_)?(?P<part>expand|expand_bn|depthwise|depthwise_bn|"

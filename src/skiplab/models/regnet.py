@@ -114,47 +114,40 @@ class RegNet(SkipNet):
         (``stem.conv``, ``s1.b1.conv1.conv``, ``head.fc``: regnetx_004 ... regnety_320 are these nets) -> ours;
         anything else unchanged."""
         if "stem.0.weight" in state_dict and any(k.startswith("trunk_output.") for k in state_dict):
-            return {torchvision_key_to_ours(k) or k: v for k, v in state_dict.items()}
+            return {layout_key_to_ours(k, "torchvision") or k: v for k, v in state_dict.items()}
         if "stem.conv.weight" in state_dict and "s1.b1.conv1.conv.weight" in state_dict:
-            return {timm_key_to_ours(k) or k: v for k, v in state_dict.items()}
+            return {layout_key_to_ours(k, "timm") or k: v for k, v in state_dict.items()}
         return state_dict
 
 
+# a unit's submodules -> ours, in torchvision's layout (``f.a.0``, ``proj.1``) and timm's (``conv1.conv``)
 _TV_UNIT = {"f.a.0": "branch.conv1", "f.a.1": "branch.bn1", "f.b.0": "branch.conv2", "f.b.1": "branch.bn2",
             "f.c.0": "branch.conv3", "f.c.1": "branch.bn3", "f.se.fc1": "branch.se.reduce",
             "f.se.fc2": "branch.se.expand", "proj.0": "shortcut.conv", "proj.1": "shortcut.bn"}
-_TV_KEY = re.compile(r"^trunk_output\.block(\d+)\.block\1-(\d+)\.(.+)\.(\w+)$")
-
-
-def torchvision_key_to_ours(key: str) -> str | None:
-    """``trunk_output.block2.block2-0.f.se.fc1.weight`` -> ``stages.1.0.branch.se.reduce.weight``."""
-    top = {"stem.0.": "stem.conv.", "stem.1.": "stem.bn.", "fc.": "head.fc."}
-    for old, new in top.items():
-        if key.startswith(old):
-            return new + key[len(old):]
-    m = _TV_KEY.match(key)
-    if m is None or m[3] not in _TV_UNIT:
-        return None
-    return f"stages.{int(m[1]) - 1}.{m[2]}.{_TV_UNIT[m[3]]}.{m[4]}"
-
-
 _TIMM_UNIT = {"conv1.conv": "branch.conv1", "conv1.bn": "branch.bn1", "conv2.conv": "branch.conv2",
               "conv2.bn": "branch.bn2", "conv3.conv": "branch.conv3", "conv3.bn": "branch.bn3",
               "se.fc1": "branch.se.reduce", "se.fc2": "branch.se.expand", "downsample.conv": "shortcut.conv",
               "downsample.bn": "shortcut.bn"}
-_TIMM_KEY = re.compile(r"^s(\d+)\.b(\d+)\.(.+)\.(\w+)$")
+# (top-level prefixes, unit key pattern -> (stage from 1, block, submodule, parameter), first block's number, units)
+_LAYOUTS = {
+    "torchvision": ({"stem.0.": "stem.conv.", "stem.1.": "stem.bn.", "fc.": "head.fc."},
+                    re.compile(r"^trunk_output\.block(\d+)\.block\1-(\d+)\.(.+)\.(\w+)$"), 0, _TV_UNIT),
+    "timm": ({"stem.conv.": "stem.conv.", "stem.bn.": "stem.bn.", "head.fc.": "head.fc."},
+             re.compile(r"^s(\d+)\.b(\d+)\.(.+)\.(\w+)$"), 1, _TIMM_UNIT),
+}
 
 
-def timm_key_to_ours(key: str) -> str | None:
-    """``s2.b1.se.fc1.weight`` -> ``stages.1.0.branch.se.reduce.weight`` (timm counts stages and blocks from 1)."""
-    top = {"stem.conv.": "stem.conv.", "stem.bn.": "stem.bn.", "head.fc.": "head.fc."}
+def layout_key_to_ours(key: str, layout: str) -> str | None:
+    """A torchvision (``trunk_output.block2.block2-0.f.se.fc1.weight``) or timm (``s2.b1.se.fc1.weight``) RegNet
+    key -> ours (``stages.1.0.branch.se.reduce.weight``); None if it has no counterpart."""
+    top, pattern, first_block, units = _LAYOUTS[layout]
     for old, new in top.items():
         if key.startswith(old):
             return new + key[len(old):]
-    m = _TIMM_KEY.match(key)
-    if m is None or m[3] not in _TIMM_UNIT:
+    m = pattern.match(key)
+    if m is None or m[3] not in units:
         return None
-    return f"stages.{int(m[1]) - 1}.{int(m[2]) - 1}.{_TIMM_UNIT[m[3]]}.{m[4]}"
+    return f"stages.{int(m[1]) - 1}.{int(m[2]) - first_block}.{units[m[3]]}.{m[4]}"
 
 
 def regnet(variant: str, **kwargs: Any) -> RegNet:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -293,58 +292,25 @@ def _out_channels(stage: nn.Sequential) -> int:
     return convs[-1].out_channels
 
 
-def unet_resnet(encoder_depth: int, **kwargs: Any) -> UNetResNet:
-    return UNetResNet(encoder_depth, **kwargs)
-
-
-def linknet_resnet(encoder_depth: int, **kwargs: Any) -> LinkNetResNet:
-    return LinkNetResNet(encoder_depth, **kwargs)
-
-
-def unetplusplus_resnet(encoder_depth: int, **kwargs: Any) -> UNetPlusPlusResNet:
-    return UNetPlusPlusResNet(encoder_depth, **kwargs)
-
-
-def fpn_resnet(encoder_depth: int, **kwargs: Any) -> FPNResNet:
-    return FPNResNet(encoder_depth, **kwargs)
+# name -> (class, paper, what, build kwargs besides in_channels/num_classes/norm)
+DECODERS = {"unet": (UNetResNet, UNET_PAPER, "U-Net", "decoder_channels"),
+            "linknet": (LinkNetResNet, LINKNET_PAPER, "LinkNet", ""),
+            "unetplusplus": (UNetPlusPlusResNet, UNETPP_PAPER, "U-Net++", "decoder_channels"),
+            "fpn": (FPNResNet, FPN_PAPER, "FPN", "pyramid_channels, segmentation_channels, dropout")}
 
 
 def _register() -> None:
-    for depth in ENCODERS:
-        for skip in ("residual", "none"):
-            prefix = "" if skip == "residual" else "plain_"
-            define_entrypoint(
-                f"{prefix}unet_resnet{depth}", partial(unet_resnet, depth), module=__name__, skip=skip,
-                fixed_skip=skip != "residual", family="unet", input_size=(3, 64, 64),
-                paper=f"{UNET_PAPER}; {RESNET_PAPER}",
-                doc=("U-Net" if skip == "residual" else "Plain twin (no residual or long skips) of the U-Net")
-                + f" with a ResNet-{depth} encoder, segmentation_models_pytorch's layout (3 channels in, 1 class). "
-                  "kwargs: in_channels, num_classes, decoder_channels, norm.",
-            )
-            define_entrypoint(
-                f"{prefix}linknet_resnet{depth}", partial(linknet_resnet, depth), module=__name__, skip=skip,
-                fixed_skip=skip != "residual", family="unet", input_size=(3, 64, 64),
-                paper=f"{LINKNET_PAPER}; {RESNET_PAPER}",
-                doc=("LinkNet" if skip == "residual" else "Plain twin (no residual or long skips) of the LinkNet")
-                + f" with a ResNet-{depth} encoder, segmentation_models_pytorch's layout (3 channels in, 1 class). "
-                  "kwargs: in_channels, num_classes, norm.",
-            )
-            define_entrypoint(
-                f"{prefix}unetplusplus_resnet{depth}", partial(unetplusplus_resnet, depth), module=__name__,
-                skip=skip, fixed_skip=skip != "residual", family="unet", input_size=(3, 64, 64),
-                paper=f"{UNETPP_PAPER}; {RESNET_PAPER}",
-                doc=("U-Net++" if skip == "residual" else "Plain twin (no residual or long skips) of the U-Net++")
-                + f" with a ResNet-{depth} encoder, segmentation_models_pytorch's layout (3 channels in, 1 class). "
-                  "kwargs: in_channels, num_classes, decoder_channels, norm.",
-            )
-            define_entrypoint(
-                f"{prefix}fpn_resnet{depth}", partial(fpn_resnet, depth), module=__name__, skip=skip,
-                fixed_skip=skip != "residual", family="unet", input_size=(3, 64, 64),
-                paper=f"{FPN_PAPER}; {RESNET_PAPER}",
-                doc=("FPN" if skip == "residual" else "Plain twin (no residual or lateral skips) of the FPN")
-                + f" with a ResNet-{depth} encoder, segmentation_models_pytorch's layout (3 channels in, 1 class). "
-                  "kwargs: in_channels, num_classes, pyramid_channels, segmentation_channels, dropout, norm.",
-            )
+    for name, (cls, paper, what, extra) in DECODERS.items():
+        for depth in ENCODERS:
+            for skip in ("residual", "none"):
+                define_entrypoint(
+                    f"{'' if skip == 'residual' else 'plain_'}{name}_resnet{depth}", partial(cls, depth),
+                    module=__name__, skip=skip, fixed_skip=skip != "residual", family="unet",
+                    input_size=(3, 64, 64), paper=f"{paper}; {RESNET_PAPER}",
+                    doc=(what if skip == "residual" else f"Plain twin (no residual or long skips) of the {what}")
+                    + f" with a ResNet-{depth} encoder, segmentation_models_pytorch's layout (3 channels in, 1 "
+                      f"class). kwargs: in_channels, num_classes, {extra + ', ' if extra else ''}norm.",
+                )
 
 
 _register()
