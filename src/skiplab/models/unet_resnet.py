@@ -112,7 +112,9 @@ class ResNetEncoderDecoder(SkipNet):
         return out
 
     def _smp_decoder_key(self, key: str, value: torch.Tensor) -> tuple[str | None, torch.Tensor]:
-        raise NotImplementedError
+        """(our key, value) for one of smp's decoder keys, or (None, value); each decoder maps its own layout (all
+        four subclasses do, each tested against a reference of smp's decoder)."""
+        raise NotImplementedError(f"{type(self).__name__} does not map segmentation_models_pytorch's decoder keys")
 
 
 class UNetResNet(ResNetEncoderDecoder):
