@@ -8,6 +8,7 @@ import os
 import pickle
 import tarfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -324,22 +325,42 @@ def test_idx_magic_truncation_and_gzip_damage(tmp_path: Path) -> None:
         load_dataset("mnist", "test", data_dir=tmp_path / "g")
 
 
-def test_official_size_file_with_wrong_md5_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_official_size_file_with_other_md5_warns_by_default_and_strict_refuses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One policy (issue 13): a file not byte-identical to the release (here: the official size, another md5, as a
+    re-compressed copy has) is used after its content checks with a warning naming what differs; strict refuses."""
     _mnist(tmp_path / "mnist", gz=True)
     f = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
     spec = dl.OFFICIAL["mnist"][f.name]
-    # pretend our fake has the official size: a same-size file must then carry the official md5
     monkeypatch.setitem(dl.OFFICIAL["mnist"], f.name, dl.RemoteFile(f.name, spec.urls, spec.md5, f.stat().st_size))
-    with pytest.raises(CorruptDataError, match=r"train-images-idx3-ubyte\.gz: md5 .* does not match"):
-        load_dataset("mnist", "train", data_dir=tmp_path)
+    with pytest.warns(NonOfficialDataWarning, match=r"train-images-idx3-ubyte\.gz: not byte-identical .*md5 .*"
+                                                    r"same size.*gzip header records name"):
+        assert len(load_dataset("mnist", "train", data_dir=tmp_path, cache=False)) == 7
+    with pytest.raises(CorruptDataError, match=r"train-images-idx3-ubyte\.gz: not byte-identical.*strict=True"):
+        load_dataset("mnist", "train", data_dir=tmp_path, strict=True, cache=False)
     md5 = dl.file_digest(f, "md5")
     monkeypatch.setitem(dl.OFFICIAL["mnist"], f.name, dl.RemoteFile(f.name, spec.urls, md5, f.stat().st_size))
-    assert len(load_dataset("mnist", "train", data_dir=tmp_path)) == 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonOfficialDataWarning)  # the 7-record fixture still warns about its count
+        assert len(load_dataset("mnist", "train", data_dir=tmp_path, cache=False)) == 7
+
+
+def test_a_damaged_gzip_of_official_size_is_still_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flipped bit inside the compressed data fails gzip's CRC-32 (or inflate) even though md5 no longer decides."""
+    _mnist(tmp_path / "mnist", gz=True)
+    f = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    f.write_bytes(bytes(raw))
+    spec = dl.OFFICIAL["mnist"][f.name]
+    monkeypatch.setitem(dl.OFFICIAL["mnist"], f.name, dl.RemoteFile(f.name, spec.urls, spec.md5, f.stat().st_size))
+    with pytest.raises(CorruptDataError, match=r"train-images-idx3-ubyte\.gz"):
+        load_dataset("mnist", "train", data_dir=tmp_path, cache=False)
 
 
 def test_strict_refuses_non_official_release(tmp_path: Path) -> None:
     _mnist(tmp_path / "mnist", gz=True)
-    with pytest.raises(CorruptDataError, match="7 records where the official file has 60000"):
+    with pytest.raises(CorruptDataError, match="not byte-identical to the official release: 5527 bytes"):
         load_dataset("mnist", "train", data_dir=tmp_path, strict=True)
 
 
@@ -479,3 +500,18 @@ def test_cli_data_info_prepare_and_missing(tmp_path: Path, capsys: pytest.Captur
     assert code == 0 and "train" in words and "test" in words and "not the official release" in words
     code, _, err = _cli(capsys, "data", "prepare", "cifar100", "--data-dir", str(tmp_path))
     assert code == 2 and "cifar-100-python.tar.gz" in err.replace("\n", "") and "Traceback" not in err
+
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+def test_the_shared_recompressed_mnist_test_set_loads_with_a_warning(tmp_path: Path) -> None:
+    """The shared copy (issue 13): same sizes, other gzip headers, real digits.  Default: used, with a warning
+    saying what differs; strict: refused.  CI has ../shared beside the clone (a missing copy fails here)."""
+    assert SHARED_MNIST.is_dir(), f"expected the shared MNIST copy at {SHARED_MNIST}"
+    with pytest.warns(NonOfficialDataWarning, match="gzip header records name"):
+        ds = load_dataset("mnist", "test", data_dir=SHARED_MNIST, cache=False)
+    assert len(ds) == 10000 and ds.image_shape == (1, 28, 28)
+    assert torch.bincount(ds.labels, minlength=10).min() > 800  # real digits: ~1,000 of each class
+    with pytest.raises(CorruptDataError, match="strict=True"):
+        load_dataset("mnist", "test", data_dir=SHARED_MNIST, strict=True, cache=False)

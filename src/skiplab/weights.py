@@ -128,7 +128,11 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     if path.suffix == ".keras":
         raise ValueError(f"{path} is a Keras 3 archive: its weights name layers by class and position, not by name. "
                          "In Keras, save the model as HDF5 instead (model.save('model.h5')) and load that")
-    is_torch = path.suffix in TORCH_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80"
+    # The safetensors signature decides first: its header length is arbitrary bytes, so a header of 0x..80 or
+    # 0x..4b50 bytes starts with a pickle's or a zip's magic byte (a checkpoint whose metadata had such a length
+    # was once read as a PyTorch file).
+    is_torch = path.suffix in TORCH_SUFFIXES or (not _looks_like_safetensors(head)
+                                                 and (head[:2] == b"PK" or head[:1] == b"\x80"))
     if not is_torch and path.suffix != ".safetensors" and not _looks_like_safetensors(head):
         raise ValueError(f"{path}: not a safetensors or PyTorch weights file (unknown suffix {path.suffix!r})")
     if is_torch:

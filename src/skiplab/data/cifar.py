@@ -79,8 +79,10 @@ def read_cifar(source: Path, layout: CifarLayout, *, labels: str = "fine",
     """
     if labels not in ("fine", "coarse"):
         raise ValueError(f"labels: expected 'fine' or 'coarse', got {labels!r}")
+    archive_notes: list[str] = []
     if source.is_file() and layout.archive in OFFICIAL[layout.dataset]:
-        verify_official(source, OFFICIAL[layout.dataset][layout.archive])
+        note = verify_official(source, OFFICIAL[layout.dataset][layout.archive], strict=strict)
+        archive_notes += [note] if note else []
     wanted = {m for members in layout.splits.values() for m in members} | set(layout.meta)
     found: dict[str, tuple[str, bytes]] = {}
     for rel, data in iter_members(source, lambda rel: PurePosixPath(rel).name in wanted):
@@ -91,7 +93,7 @@ def read_cifar(source: Path, layout: CifarLayout, *, labels: str = "fine",
     classes = _read_classes(source, layout, found, labels)
     out: dict[str, DecodedSplit] = {}
     for split, members in layout.splits.items():
-        parts, notes = [], []
+        parts, notes = [], list(archive_notes)
         for member in members:
             rel, data = found[member]
             where = f"{source}:{rel}" if source.is_file() else str(source / rel)

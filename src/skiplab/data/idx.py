@@ -33,10 +33,15 @@ def find_idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def read_idx(path: Path, dataset: str | None = None) -> np.ndarray:
-    """One IDX file as a uint8 array, with the magic number, dimensions and data length checked."""
+def read_idx(path: Path, dataset: str | None = None, *, strict: bool = False,
+             notes: list[str] | None = None) -> np.ndarray:
+    """One IDX file as a uint8 array, with the magic number, dimensions and data length checked (and, for gzip,
+    the CRC-32 of the decompressed data).  A file named like an official one of ``dataset`` but not
+    byte-identical to it adds a note to ``notes`` (``strict``: refused; see :func:`verify_official`)."""
     if dataset is not None and path.name in OFFICIAL.get(dataset, {}):
-        verify_official(path, OFFICIAL[dataset][path.name])
+        note = verify_official(path, OFFICIAL[dataset][path.name], strict=strict)
+        if note and notes is not None:
+            notes.append(note)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
@@ -64,7 +69,9 @@ def read_idx_splits(folder: Path, dataset: str, *, strict: bool = False) -> dict
         img_path, lbl_path = find_idx_file(folder, img_stem), find_idx_file(folder, lbl_stem)
         if img_path is None or lbl_path is None:
             continue
-        images, labels = read_idx(img_path, dataset), read_idx(lbl_path, dataset)
+        notes: list[str] = []
+        images = read_idx(img_path, dataset, strict=strict, notes=notes)
+        labels = read_idx(lbl_path, dataset, strict=strict, notes=notes)
         if images.ndim != 3:
             raise CorruptDataError(f"{img_path}: expected an idx3 image file (N, H, W), got dimensions {images.shape}")
         if labels.ndim != 1:
@@ -74,5 +81,5 @@ def read_idx_splits(folder: Path, dataset: str, *, strict: bool = False) -> dict
         if len(labels) and labels.max() >= 10:
             raise CorruptDataError(f"{lbl_path}: labels must lie in [0, 10), found {labels.max()}")
         note = check_official_count(str(img_path), len(images), official, strict=strict)
-        out[split] = DecodedSplit(images[:, None].copy(), labels.astype(np.int64), [note] if note else [])
+        out[split] = DecodedSplit(images[:, None].copy(), labels.astype(np.int64), notes + ([note] if note else []))
     return out
