@@ -5,15 +5,20 @@ batch: resnet20/56/110 at 32x32, batch 128, and resnet50 at 224x224, batch 32, 1
 own worker process (so process-wide settings — allocator, threads, compile caches — stay with their side) and
 the two take turns: per round one side runs ``--steps`` steps, then the other, the order swapping every round.
 Reported: median time per step, images/s, the ratio reference/ours from the paired rounds, and achieved GFLOP/s
-(training-step FLOPs counted by torch.utils.flop_counter) as a fraction of the machine's float32 matmul peak,
-measured in the same run with the same thread count.
+(training-step FLOPs counted by torch.utils.flop_counter) as a fraction of the machine's float32 matmul peak and,
+where bf16 variants run, of its bf16 matmul peak — both measured in the same run with the same thread count.
 
     .venv/bin/python benchmarks/bench_step.py                              # the four nets, ref vs ours
     .venv/bin/python benchmarks/bench_step.py --models resnet20 --ablation # each option's effect
     .venv/bin/python benchmarks/bench_step.py --threads 1 --clock cpu      # on a loaded machine
+    .venv/bin/python benchmarks/bench_step.py --variants cl+malloc+bf16,cl+malloc+fpmath  # bf16 ways (BF16 CPU)
 
 Variants are '+'-joined options: ``cl`` (channels_last), ``fused`` (fused SGD), ``malloc``
-(skiplab.speed.tune_malloc), ``compile`` (torch.compile), ``item`` (loss.item() every step); ``eager`` is none
+(skiplab.speed.tune_malloc), ``compile`` (torch.compile), ``item`` (loss.item() every step), ``bf16`` (the forward
+under ``torch.autocast("cpu", torch.bfloat16)``, the loss in float32 — what ``train()``'s ``amp="auto"`` does on a
+CPU with native bf16; weights, BatchNorm statistics and optimizer state stay float32), ``fpmath`` (oneDNN's bf16
+"fpmath mode": float32 tensors everywhere, convolutions and matmuls computed with bf16 inputs and float32
+accumulation inside oneDNN — ``torch.backends.mkldnn.{conv,matmul}.fp32_precision = "bf16"``); ``eager`` is none
 of them; ``ref`` is the reference and ``ref+malloc`` the reference with the allocator tuning (what that
 process-wide setting alone gives any code).  ``--clock cpu`` times process CPU time instead of wall time: with
 one thread it is immune to other processes taking the core, which wall time on a shared machine is not.
@@ -30,8 +35,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHAPES = {"resnet20": (128, 32), "resnet56": (128, 32), "resnet110": (128, 32), "resnet50": (32, 224)}
-OPTIONS = ("cl", "fused", "malloc", "compile", "item")
-BEST = "cl+malloc"  # what train() does on CPU (the fused step only pays on CUDA)
+OPTIONS = ("cl", "fused", "malloc", "compile", "item", "bf16", "fpmath")
+BEST = "cl+malloc"  # what train() does on CPU in float32 (the fused step only pays on CUDA)
+BEST_BF16 = "cl+malloc+bf16"  # what train() does on a CPU with native bf16 (amp="auto": bf16 autocast)
 ABLATION = ("eager", "cl", "cl+malloc", "cl+fused+malloc", "cl+malloc+compile", "ref+malloc")
 
 
@@ -58,6 +64,9 @@ def worker(args: argparse.Namespace) -> None:
 
         if not tune_malloc():
             raise SystemExit("tune_malloc() did not apply on this platform")
+    if "fpmath" in opts:  # oneDNN computes float32 convolutions / matmuls from bf16-rounded inputs
+        torch.backends.mkldnn.conv.fp32_precision = "bf16"
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
     batch, size = SHAPES[args.model]
     torch.manual_seed(0)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
@@ -78,10 +87,12 @@ def worker(args: argparse.Namespace) -> None:
         if "cl" in opts:
             x = to_channels_last(x)
         log_item = "item" in opts
+        bf16 = "bf16" in opts
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(fwd(x), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as train.loop.make_train_step
+                loss = F.cross_entropy(fwd(x).float(), y)
             loss.backward()
             opt.step()
             if log_item:
@@ -169,7 +180,8 @@ def compare(model: str, variant: str, ref: Worker, args: argparse.Namespace) -> 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet20,resnet56,resnet110,resnet50")
-    p.add_argument("--variants", default=BEST, help=f"comma-separated, e.g. {BEST} (default) or eager,cl")
+    p.add_argument("--variants", default=None, help=f"comma-separated, e.g. {BEST} or eager,cl (default: {BEST}, "
+                   f"and {BEST_BF16} where the CPU has native bf16)")
     p.add_argument("--ablation", action="store_true", help=f"variants {','.join(ABLATION)}")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=2, help="steps per side per round")
@@ -185,28 +197,40 @@ def main() -> None:
         args.threads = os.cpu_count() or 1
     if args.worker:
         return worker(args)
-    variants = list(ABLATION) if args.ablation else args.variants.split(",")
-    for v in variants:
-        parse_variant(v)
     import torch
 
-    from skiplab.speed import matmul_peak_gflops
+    from skiplab.speed import matmul_peak_gflops, native_bf16
+
+    native, why = native_bf16()
+    if args.ablation:
+        variants = list(ABLATION) + ([BEST_BF16, "cl+malloc+fpmath", "cl+malloc+bf16+compile"] if native else [])
+    else:
+        variants = args.variants.split(",") if args.variants else [BEST] + ([BEST_BF16] if native else [])
+    for v in variants:
+        parse_variant(v)
+    with_bf16 = any(parse_variant(v)[1] & {"bf16", "fpmath"} for v in variants)
 
     models = args.models.split(",")
     for m in models:
         if m not in SHAPES:
             raise SystemExit(f"unknown model {m!r}; choose from {', '.join(SHAPES)}")
+    from skiplab.speed import cpu_flags, cpu_model
+
     peak = matmul_peak_gflops(args.threads, clock=args.clock)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock, load average "
-          f"{os.getloadavg()[0]:.1f}; float32 2048^2 matmul peak {peak:.1f} GFLOP/s; "
-          f"{args.rounds} alternating rounds x {args.steps} steps per side")
+    peak16 = matmul_peak_gflops(args.threads, clock=args.clock, dtype=torch.bfloat16) if with_bf16 else None
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    print(f"{cpu_model()} ({', '.join(simd) or 'flags unknown'}; native bf16: {native}, {why}); "
+          f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock, load average "
+          f"{os.getloadavg()[0]:.1f}; 2048^2 matmul peak float32 {peak:.1f} GFLOP/s"
+          + (f", bfloat16 {peak16:.1f} GFLOP/s" if peak16 else "")
+          + f"; {args.rounds} alternating rounds x {args.steps} steps per side")
     results = []
     for model in models:
         batch, size = SHAPES[model]
         flops = step_flops(model)
         print(f"\n{model}: batch {batch} at {size}x{size}, {flops / 1e9:.1f} GFLOP per training step")
         print(f"{'variant':<26} {'ms/step':>9} {'images/s':>9} {'vs ref':>7} {'(range)':>13} "
-              f"{'GFLOP/s':>8} {'% peak':>7} {'warmup s':>9}")
+              f"{'GFLOP/s':>8} {'% peak':>7} {'warmup s':>9}" + (f" {'% bf16 peak':>11}" if peak16 else ""))
         ref = Worker(model, "ref", args)
         ref_times = []
         try:
@@ -216,19 +240,25 @@ def main() -> None:
                 gf = flops / r["ours_s"] / 1e9
                 span = f"({r['ratio_lo']:.2f}-{r['ratio_hi']:.2f})"
                 print(f"{variant:<26} {r['ours_s'] * 1e3:9.0f} {batch / r['ours_s']:9.1f} {r['ratio']:6.2f}x "
-                      f"{span:>13} {gf:8.1f} {100 * gf / peak:6.1f}% {r['warm_s']:9.1f}", flush=True)
-                results.append({"model": model, "flops": flops, "peak_gflops": peak, **r})
+                      f"{span:>13} {gf:8.1f} {100 * gf / peak:6.1f}% {r['warm_s']:9.1f}"
+                      + (f" {100 * gf / peak16:10.1f}%" if peak16 else ""), flush=True)
+                results.append({"model": model, "flops": flops, "peak_gflops": peak, "peak_bf16_gflops": peak16,
+                                **r})
         finally:
             ref.close()
         ref_s = statistics.median(ref_times)
         gf = flops / ref_s / 1e9
         print(f"{'ref (reference.py)':<26} {ref_s * 1e3:9.0f} {batch / ref_s:9.1f} {1:6.2f}x {'':>13} "
-              f"{gf:8.1f} {100 * gf / peak:6.1f}% {ref.warm_s:9.1f}", flush=True)
+              f"{gf:8.1f} {100 * gf / peak:6.1f}% {ref.warm_s:9.1f}"
+              + (f" {100 * gf / peak16:10.1f}%" if peak16 else ""), flush=True)
     peak_end = matmul_peak_gflops(args.threads, clock=args.clock)
-    print(f"\nmatmul peak at the end: {peak_end:.1f} GFLOP/s (start {peak:.1f})")
+    peak16_end = matmul_peak_gflops(args.threads, clock=args.clock, dtype=torch.bfloat16) if with_bf16 else None
+    print(f"\nmatmul peak at the end: float32 {peak_end:.1f} GFLOP/s (start {peak:.1f})"
+          + (f", bfloat16 {peak16_end:.1f} GFLOP/s (start {peak16:.1f})" if peak16 else ""))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "peak_gflops": [peak, peak_end], "results": results}, f, indent=1)
+            json.dump({"args": vars(args), "peak_gflops": [peak, peak_end], "peak_bf16_gflops": [peak16, peak16_end],
+                       "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,24 @@ def test_optimize_for_inference_channels_last() -> None:
     assert model.stem.conv.weight.is_contiguous()  # the original is untouched
 
 
+def test_optimize_for_inference_bf16_copy() -> None:
+    """dtype=bf16: weights cast once (BN folded in float32 first), float32 in and out, logits within bf16's
+    precision of the float32 model's and the same argmax on clearly separated outputs."""
+    model = _randomise_norms(create_model("resnet20", width=0.25), (3, 16, 16))
+    x = torch.randn(8, 3, 16, 16)
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in fast.parameters())
+    assert fast.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want, got = model(x), fast(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    scale = want.abs().max()
+    assert (got - want).abs().max() <= 3e-2 * scale  # bf16 keeps 8 significand bits
+    assert not torch.equal(got, want)  # it did compute in bf16
+    with pytest.raises(ValueError, match="dtype must be"):
+        optimize_for_inference(model, dtype=torch.int8)
+
+
 @pytest.mark.slow
 def test_optimize_for_inference_compiled() -> None:
     model = _randomise_norms(create_model("resnet20", width=0.25), (3, 16, 16))

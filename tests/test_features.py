@@ -69,7 +69,14 @@ def test_tiny_features_experiment_round_trips_and_draws() -> None:
     assert len(set(result.labels)) == 2  # two different digits are shown
     again = from_dict(features.Result, json.loads(json.dumps(to_jsonable(result))))
     assert again.nets[0].cosine == result.nets[0].cosine
-    assert len(render_figures(features.SPEC, again)) == 2
+    # per block: channel means of x, F(x) and the output for the first digit; the stem's filters (4 of 1x3x3)
+    assert len(res.block_views) == 9 and [np.asarray(m).shape for m in res.block_views[0]] == [(8, 8)] * 3
+    assert np.asarray(res.filters).shape == (4, 1, 3, 3) and again.nets[1].block_views == plain.block_views
+    # the residual block's output is its input plus F(x) (through the final ReLU): where the sum is positive
+    x, fx, out = (np.asarray(m) for m in res.block_views[0])
+    assert not np.allclose(fx, 0) and np.all(out >= 0)
+    slugs = [f.spec.slug for f in render_figures(features.SPEC, again)]
+    assert sorted(slugs) == ["block_changes", "branch_maps", "feature_maps", "first_filters"]
 
 
 def _net(skip: str, update: float, cos: float, std: float) -> features.NetFeatures:

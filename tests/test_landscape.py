@@ -91,6 +91,31 @@ def test_fast_evaluator_matches_the_straightforward_loop(name: str, ignore_biasb
     assert centre[0] == pytest.approx(direct, rel=1e-5)
 
 
+def test_bf16_engine_matches_the_torch_engine() -> None:
+    """The bf16 engine: the same folded copy in bfloat16, each point's parameters summed in float32 and rounded
+    once; its surface equals the float32 engine's to bf16 precision (the tolerance BENCHMARKS.md states)."""
+    model, x, y = _model()
+    dirs = [LS.random_direction(model, seed=s) for s in (1, 2, 3)]
+    xs, ys = [-1.0, 0.0, 0.5], [-0.5, 0.25]
+    ref_ev = LS.GridEvaluator(model, dirs[:2], x, y, chunk=8)
+    ev = LS.GridEvaluator(model, dirs[:2], x, y, chunk=8, engine="bf16")
+    assert ev.engine == "bf16" and ev.folded and all(p.dtype == torch.bfloat16 for p in ev.net.parameters())
+    loss, acc = LS.evaluate_surface(ev, xs, ys)
+    ref_loss, ref_acc = LS.evaluate_surface(ref_ev, xs, ys)
+    assert loss.dtype == np.float64 and np.allclose(loss, ref_loss, rtol=2e-2, atol=1e-3)
+    assert np.abs(acc - ref_acc).max() <= 2 / len(y)  # a near-tie may flip
+    # with three directions each parameter is the float32 sum rounded once to bf16
+    ev3 = LS.GridEvaluator(model, dirs, x, y, chunk=8, engine="bf16")
+    ref3 = LS.GridEvaluator(model, dirs, x, y, chunk=8)
+    c = (0.3, -0.7, 0.45)
+    ev3.set_point(c)
+    ref3.set_point(c)
+    for k, p in ev3.params.items():
+        assert torch.equal(p, ref3.params[k].to(torch.bfloat16)), k
+    with pytest.raises(ValueError, match="engine must be one of"):
+        LS.GridEvaluator(model, dirs, x, y, engine="fp8")
+
+
 def test_curvature_of_known_surfaces() -> None:
     xs = ys = LS.axis(9, 1.0)
     a, b = np.meshgrid(xs, ys)

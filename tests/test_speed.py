@@ -93,6 +93,23 @@ def test_bench_infer_prints_the_variants(capsys: pytest.CaptureFixture[str]) -> 
     assert all(r.max_abs_diff < 1e-4 and r.latency_ms > 0 and r.throughput > 0 for r in rows)
 
 
+def test_bench_infer_bf16_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    """The bf16 row (forced on: the suite runs with SKIPLAB_CPU_BF16=0) stays close to eager float32."""
+    rows = measure_inference("resnet20", batch=4, input_size=(3, 16, 16), compile=False, onnx=False, rounds=1,
+                             bf16=True)
+    bf16 = {r.variant: r for r in rows}["folded+CL+bf16"]
+    assert 0 < bf16.max_abs_diff < 0.1 and 0 <= bf16.top1_agree <= 1 and bf16.throughput > 0
+    out = _cli(capsys, "bench", "infer", "--model", "resnet20", "--batch", "2", "--input-size", "3,16,16",
+               "--rounds", "1", "--no-compile", "--no-onnx", "--clock", "cpu")
+    assert "folded+CL+bf16" not in out and "no bf16 row" in out and "SKIPLAB_CPU_BF16=0" in out
+
+
+def test_matmul_peak_bf16() -> None:
+    assert matmul_peak_gflops(1, n=128, reps=2, clock="cpu", dtype=torch.bfloat16) > 0
+    with pytest.raises(ValueError, match="dtype must be"):
+        matmul_peak_gflops(1, n=8, dtype=torch.int32)
+
+
 def test_bench_step_prints_the_variants(capsys: pytest.CaptureFixture[str]) -> None:
     out = _cli(capsys, "bench", "step", "--model", "resnet20", "--batch", "2", "--input-size", "3,16,16",
                "--rounds", "1", "--no-malloc")

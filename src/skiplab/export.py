@@ -147,16 +147,41 @@ def count_batchnorms(model: nn.Module) -> int:
     return sum(isinstance(m, _BN) for m in model.modules())
 
 
+def _inputs_to(module: nn.Module, args: tuple, *, dtype: torch.dtype) -> tuple:
+    """Forward pre-hook: floating-point tensor arguments cast to ``dtype``."""
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _output_to_float32(module: nn.Module, args: tuple, output: Any) -> Any:
+    """Forward hook: a floating-point tensor output returned as float32."""
+    return output.float() if isinstance(output, torch.Tensor) and output.is_floating_point() else output
+
+
 def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
-                           compile: bool = False, freeze: bool = True) -> nn.Module:
+                           compile: bool = False, freeze: bool = True, dtype: torch.dtype | None = None) -> nn.Module:
     """A copy of ``model`` for inference: eval mode, no parameter gradients, BatchNorm folded, 4-D weights in
     channels_last (NHWC: oneDNN's native layout on CPU, tensor-core friendly on GPU), and with ``compile`` a
     ``torch.compile``d module (inductor; ``freeze`` lets it treat the weights as constants, which on CPU
     pre-packs convolution weights for oneDNN; shapes are static, so each new batch size compiles once).  Call the
     result under ``torch.inference_mode()``; inputs may be NCHW or channels_last (the first convolution
-    converts)."""
+    converts).
+
+    ``dtype=torch.bfloat16``: the copy's parameters and buffers are cast once to bf16 (BatchNorm is folded in
+    float32 first) and it computes in bf16: hooks cast the input to bf16 and the output back to float32, so the
+    caller's tensors stay float32.  Cheaper than autocast at small batches (no per-call weight casts).  Only where
+    bf16 is native (:func:`skiplab.speed.native_bf16`; a CUDA GPU with bf16): elsewhere it is emulated and slow.
+    bf16 keeps 8 significand bits, so logits differ from float32 by ~1e-2 relative — compare argmax agreement,
+    not max differences (``skiplab bench infer`` reports both)."""
+    if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16; got {dtype!r}")
     out = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     out.requires_grad_(False)
+    if dtype is not None and dtype != torch.float32:
+        from functools import partial
+
+        out = out.to(dtype)
+        out.register_forward_pre_hook(partial(_inputs_to, dtype=dtype))
+        out.register_forward_hook(_output_to_float32)
     if channels_last:
         out = out.to(memory_format=torch.channels_last)
     if compile:

@@ -70,9 +70,20 @@ def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
     )
 
 
+TWIN_WORDS = ("plain", "highway", "residual", "resnet")  # how people name a twin: plain_x, x_plain, x_residual, ...
+
+
 def unknown_model_message(name: str) -> str:
     close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    # "mlp_residual", "residual_mlp", "unet_plain": the words of a twin in another order.  Match the base name
+    # with the twin word removed against the registry, then offer that base and its registered twins.
+    words = [w for w in name.lower().replace("-", "_").split("_") if w]
+    base = "_".join(w for w in words if w not in TWIN_WORDS)
+    if base and base != name:
+        twins = [t for cand in [base, *difflib.get_close_matches(base, list(_REGISTRY), n=2, cutoff=0.75)]
+                 for t in (cand, f"plain_{cand}", f"highway_{cand}") if t in _REGISTRY]
+        close = list(dict.fromkeys(twins + close))  # the twins first: they are what was meant
+    hint = f" Did you mean: {', '.join(close[:6])}?" if close else ""
     return f"unknown model {name!r}.{hint} `skiplab models` lists all {len(_REGISTRY)} models."
 
 

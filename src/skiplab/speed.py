@@ -22,11 +22,14 @@ nothing on CPU.
   effect on CPU (convolutions dominate the step), a gain on GPU.
 * No per-step host sync (``loss.item()`` every step): free on CPU, where ops run synchronously; on CUDA it
   stalls the queue every step.  The training loop reads metrics every ``log_every`` steps only.
-* Not used on CPU: bf16 autocast.  These CPUs lack AVX-512 BF16, so oneDNN runs bf16 convolutions through a
-  slow path (ResNet-20 training ~10x slower; see ``TrainConfig``).
+* bf16 autocast on CPU only where the CPU computes bf16 natively (:func:`native_bf16`: AVX-512 BF16 or AMX on
+  x86, the BF16 extension on Arm).  Machines of this project's kind differ: on an AVX-512 BF16 EPYC a bf16
+  2048² matmul ran ~3.7x float32 and a ResNet-20 step ~1.6x (2 threads); on an AVX2-only one oneDNN emulates
+  bf16 and the same step ran ~10x *slower*.  :func:`cpu_report` says what was detected and chosen.
 
-Why not 2x on the CIFAR nets: the reference already runs at 46-57% of the float32 matmul peak (its step is ~80%
-oneDNN convolutions, which these options do not make cheaper), so 2x would need ~100% of peak; ours reaches 63-68%.
+Why not 2x on the CIFAR nets in float32 (measured on an AVX2-only EPYC): the reference already runs at 46-57% of
+the float32 matmul peak (its step is ~80% oneDNN convolutions, which these options do not make cheaper), so 2x
+would need ~100% of peak; ours reaches 63-68%.
 ``benchmarks/bench_conv.py`` shows where it stops: forward and input-gradient convolutions run at 81-106% of the
 matmul peak, the weight gradients at 56-66%, and BatchNorm/ReLU/adds take ~21% of the step. resnet50's reference
 loses ~30% of its time to page faults, which is where its 1.7x comes from.
@@ -36,6 +39,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import inspect
+import os
 import sys
 from dataclasses import dataclass
 
@@ -169,20 +173,24 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-def matmul_peak_gflops(threads: int | None = None, *, n: int = 2048, reps: int = 7, clock: str = "wall") -> float:
-    """The machine's float32 matmul rate in GFLOP/s (best of ``reps`` ``n x n`` products, 2 FLOPs per
-    multiply-add) at ``threads`` threads (default: the current setting, which is restored) — the yardstick the
-    benchmarks report achieved GFLOP/s against.  ``clock="cpu"`` times process CPU time (with one thread it does
-    not count the time other processes take the core)."""
+def matmul_peak_gflops(threads: int | None = None, *, n: int = 2048, reps: int = 7, clock: str = "wall",
+                       dtype: torch.dtype = torch.float32) -> float:
+    """The machine's matmul rate in GFLOP/s (best of ``reps`` ``n x n`` products, 2 FLOPs per multiply-add) at
+    ``threads`` threads (default: the current setting, which is restored) — the yardstick the benchmarks report
+    achieved GFLOP/s against.  ``clock="cpu"`` times process CPU time (with one thread it does not count the time
+    other processes take the core).  ``dtype``: float32 (default) or ``torch.bfloat16`` — the bf16 peak, the
+    yardstick for bf16-autocast figures (on a CPU without native bf16 it measures the emulated, slow path)."""
     import time
 
     if clock not in ("wall", "cpu"):
         raise ValueError(f"clock must be 'wall' or 'cpu'; got {clock!r}")
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16; got {dtype!r}")
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         t = time.perf_counter()
         while time.perf_counter() - t < 1.0:  # wake the thread pool and the clocks up before timing
             a @ b
@@ -195,3 +203,127 @@ def matmul_peak_gflops(threads: int | None = None, *, n: int = 2048, reps: int =
     finally:
         torch.set_num_threads(before)
     return 2 * n**3 / best / 1e9
+
+
+# ------------------------------------------------------------------------------------- what this CPU has
+# CPU flags (Linux /proc/cpuinfo names) that mean bf16 arithmetic in hardware: AVX-512 BF16 (Zen 4, Cooper Lake
+# and later Xeons), AMX tiles (Sapphire Rapids), and Arm's BF16 extension ("bf16" in the Features line).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags the kernel reports (``flags`` on x86, ``Features`` on Arm); empty where unknown."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it ("unknown CPU" where it does not)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware"):
+                return value.strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+_BF16_PROBE: dict[int, float] = {}
+
+
+def bf16_matmul_speedup(n: int = 512, reps: int = 5) -> float:
+    """bf16 / float32 matmul rate on this CPU at ``n x n`` (best of ``reps``; cached per process): the probe for
+    machines whose flags are unknown.  >1: bf16 is faster here."""
+    import time
+
+    if n not in _BF16_PROBE:
+        best = {}
+        for dtype in (torch.float32, torch.bfloat16):
+            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            a @ b
+            t_best = float("inf")
+            for _ in range(reps):
+                t = time.perf_counter()
+                a @ b
+                t_best = min(t_best, time.perf_counter() - t)
+            best[dtype] = t_best
+        _BF16_PROBE[n] = best[torch.float32] / best[torch.bfloat16]
+    return _BF16_PROBE[n]
+
+
+def native_bf16() -> tuple[bool, str]:
+    """Whether this CPU computes bf16 natively, and why we think so.
+
+    The flags decide where the kernel reports them; elsewhere a short probe (bf16 matmul at least 1.3x float32)
+    does.  ``SKIPLAB_CPU_BF16=0/1`` overrides both (for a VM that hides its flags, or to compare)."""
+    import os
+
+    forced = os.environ.get("SKIPLAB_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1", f"SKIPLAB_CPU_BF16={forced}"
+    flags = cpu_flags()
+    if flags:
+        found = [f for f in NATIVE_BF16_FLAGS if f in flags]
+        if found:
+            return True, f"CPU flags include {', '.join(found)}"
+        return False, f"CPU flags lack {' / '.join(NATIVE_BF16_FLAGS)} (bf16 would be emulated)"
+    ratio = bf16_matmul_speedup()
+    return ratio >= 1.3, f"probe: bf16 matmul {ratio:.2f}x float32 (flags unknown)"
+
+
+def auto_autocast_dtype(device: torch.device | str) -> tuple[torch.dtype | None, str]:
+    """What ``amp="auto"`` runs under on ``device``, and why: bf16 on a CUDA GPU that has it (fp16 on older ones),
+    bf16 on a CPU with native bf16, float32 (None) on other CPUs."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "CUDA device supports bf16"
+        return torch.float16, "CUDA device without bf16: fp16 with a gradient scaler"
+    if dev.type != "cpu":
+        return None, f"{dev.type}: float32"
+    native, why = native_bf16()
+    return (torch.bfloat16 if native else None), why
+
+
+def cpu_report() -> dict[str, object]:
+    """What skiplab detected on this machine and the speed defaults it chose from it (``skiplab info``)."""
+    dtype, why = auto_autocast_dtype("cpu")
+    flags = cpu_flags()
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16", "asimd", "sve") if f in flags]
+    return {
+        "cpu": cpu_model(),
+        "cores_visible": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "simd_flags": simd,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "amp_auto_cpu": str(dtype).removeprefix("torch.") if dtype is not None else "float32",
+        "amp_auto_reason": why,
+        "landscape_engine_auto": landscape_engine_choice()[0],
+        "landscape_engine_reason": landscape_engine_choice()[1],
+    }
+
+
+def landscape_engine_choice() -> tuple[str, str]:
+    """The loss landscape's CPU engine for ``engine="auto"``, and why.  Measured: on an AVX2-only EPYC
+    onnxruntime's prepacked convolutions ran ~1.27x torch's per grid point; on an AVX-512 BF16 EPYC torch (oneDNN
+    with AVX-512) ran 1.33x onnxruntime (2.06 vs 1.55 points/s, resnet20, 1,000 images).  So: torch where the CPU
+    has AVX-512, onnxruntime (when installed) elsewhere."""
+    from skiplab.export import onnxruntime_available
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        return "torch", f"torch CPU capability {capability}: oneDNN's AVX-512 kernels beat onnxruntime here"
+    if onnxruntime_available():
+        return "onnxruntime", f"torch CPU capability {capability}: onnxruntime's prepacked convolutions are faster"
+    return "torch", "onnxruntime is not installed"

@@ -74,27 +74,53 @@ class BlockChange:
 
 
 def block_changes(model: nn.Module, x: torch.Tensor) -> BlockChange:
-    """Measure every skip block on the batch ``x``: its input, its output and its branch's output, by hooks."""
+    """Measure every skip block on the batch ``x``: its input, its output and its branch's output
+    (:func:`branch_views`)."""
+    rel, cos, std, down = [], [], [], []
+    for v in branch_views(model, x):
+        out = v.outputs.flatten(1)
+        inp = match_shape(v.inputs, v.outputs).flatten(1)
+        rel.append(float(((out - inp).norm(dim=1) / inp.norm(dim=1).clamp_min(1e-12)).mean()))
+        cos.append(float(F.cosine_similarity(out, inp, dim=1).mean()))
+        std.append(float(v.branch.std()))
+        down.append(v.inputs.shape != v.outputs.shape)
+    return BlockChange(rel, cos, std, down)
+
+
+@dataclass
+class BranchView:
+    """One skip block seen on a batch: what enters it, what its branch adds (``F(x)``), what leaves it."""
+
+    block: int
+    inputs: torch.Tensor  # (N, C_in, H_in, W_in)
+    branch: torch.Tensor  # (N, C, H, W): the branch's output F(x), before the merge
+    outputs: torch.Tensor  # (N, C, H, W)
+
+
+def branch_views(model: nn.Module, x: torch.Tensor) -> list[BranchView]:
+    """Every skip block's input, branch output ``F(x)`` and output on ``x`` (eval mode): the residual wrapper
+    demos' pictures of what each block adds to what it receives."""
     blocks = skip_blocks(model)
     if not blocks:
         raise ValueError(f"{type(model).__name__} has no skip blocks")
     ins: dict[int, torch.Tensor] = {}
     handles = [b.register_forward_pre_hook(lambda m, args, i=i: ins.__setitem__(i, args[0].detach()))
                for i, b in enumerate(blocks)]
-    branches = [(f"branch{i}", b.branch) for i, b in enumerate(blocks)]
     try:
         with _eval(model), record_outputs([(f"block{i}", b) for i, b in enumerate(blocks)]) as outs, \
-                record_outputs(branches) as responses:
+                record_outputs([(f"branch{i}", b.branch) for i, b in enumerate(blocks)]) as branches:
             model(x)
     finally:
         for h in handles:
             h.remove()
-    rel, cos, std, down = [], [], [], []
-    for i, (o, r) in enumerate(zip(outs, responses)):
-        out = o.output.float().flatten(1)
-        inp = match_shape(ins[i].float(), o.output).flatten(1)
-        rel.append(float(((out - inp).norm(dim=1) / inp.norm(dim=1).clamp_min(1e-12)).mean()))
-        cos.append(float(F.cosine_similarity(out, inp, dim=1).mean()))
-        std.append(float(r.output.float().std()))
-        down.append(ins[i].shape != o.output.shape)
-    return BlockChange(rel, cos, std, down)
+    return [BranchView(i, ins[i].float(), r.output.float(), o.output.float())
+            for i, (o, r) in enumerate(zip(outs, branches))]
+
+
+def first_layer_filters(model: nn.Module) -> torch.Tensor:
+    """The weights ``(out, in, kh, kw)`` of the first convolution the input meets (the stem's)."""
+    stem = getattr(model, "stem", model)
+    conv = next((m for m in stem.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise ValueError(f"{type(model).__name__} has no convolution in its stem")
+    return conv.weight.detach().float().contiguous()

@@ -21,9 +21,11 @@ makes those cheaper and does the rest once:
   layout), run in cache-sized chunks under ``torch.inference_mode``;
 * points split over the processes of a ``torchrun`` launch (:func:`evaluate_points`): rank ``r`` of ``w`` takes
   points ``r, r + w, ...``, and a sum-all-reduce of the zero-filled result vectors gathers them everywhere.
-* on CPU, the forward passes run by onnxruntime where it is installed (``engine="auto"``): the folded net is
-  exported once and each point gets a session built with its parameters (:class:`_OrtPoints`) — onnxruntime's
-  prepacked convolutions are ~1.4x torch's here, ~1.27x per point with the session build.
+* on CPU, ``engine="auto"`` picks by the CPU (:func:`skiplab.speed.landscape_engine_choice`): where torch has
+  only AVX2 the forward passes run by onnxruntime when installed — the folded net is exported once and each point
+  gets a session built with its parameters (:class:`_OrtPoints`); its prepacked convolutions were ~1.4x torch's
+  on an AVX2-only EPYC, ~1.27x per point with the session build — and where torch has AVX-512, torch itself
+  (1.33x onnxruntime on an AVX-512 BF16 EPYC).
 
 Measured (benchmarks/bench_landscape.py, resnet20, 256 images a point, one thread, shared AVX2 CPU), torch
 engine: 1.5-1.6x the straightforward loop's points per second, and the same points to 3e-7 relative; see
@@ -52,7 +54,7 @@ import torch.nn.functional as F
 
 Direction = dict[str, torch.Tensor]  # parameter name -> tensor of the parameter's shape
 NORMS = ("filter", "layer", "none")
-ENGINES = ("torch", "onnxruntime", "auto")
+ENGINES = ("torch", "bf16", "onnxruntime", "auto")
 
 
 # ------------------------------------------------------------------------------------------------ directions
@@ -130,8 +132,11 @@ class GridEvaluator:
     docstring for what makes it fast.  ``fold_bn`` needs every BatchNorm direction to be zero (the paper's
     setting); with a non-zero one it falls back to the unfolded copy.  ``chunk``: images per forward pass.
     ``engine``: ``"torch"``, ``"onnxruntime"`` (CPU: the net exported once, a session built per point with that
-    point's parameters as its initializers — ~1.27x torch's points/s here, see :class:`_OrtPoints`), or
-    ``"auto"`` (onnxruntime where it is installed and the data is on the CPU).
+    point's parameters as its initializers — ~1.27x torch's points/s here, see :class:`_OrtPoints`),
+    ``"bf16"`` (the torch engine with the folded copy and the images in bfloat16: each point's parameters are
+    computed in float32 and rounded once; logits return as float32 and the loss is summed in float64 — only
+    where bf16 is native: :func:`skiplab.speed.native_bf16`, or a CUDA GPU), or ``"auto"``
+    (:func:`skiplab.speed.landscape_engine_choice` on CPU, torch on a GPU).
     """
 
     def __init__(self, model: nn.Module, directions: Sequence[Direction], x: torch.Tensor, y: torch.Tensor, *,
@@ -145,12 +150,12 @@ class GridEvaluator:
             raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
-        if engine == "auto":
-            from skiplab.export import onnxruntime_available
+        if engine == "auto":  # chosen from what this CPU is (skiplab.speed.landscape_engine_choice)
+            from skiplab.speed import landscape_engine_choice
 
-            engine = "onnxruntime" if onnxruntime_available() and x.device.type == "cpu" else "torch"
+            engine = landscape_engine_choice()[0] if x.device.type == "cpu" else "torch"
         self.engine = engine
-        channels_last = channels_last and engine == "torch"  # onnxruntime takes NCHW arrays
+        channels_last = channels_last and engine in ("torch", "bf16")  # onnxruntime takes NCHW arrays
         bn = _bn_params(model)
         self.folded = fold_bn and all(not bool(d[k].any()) for d in directions for k in bn)
         self.net, self.base, self.dirs = _prepare(model, directions, self.folded)
@@ -159,12 +164,20 @@ class GridEvaluator:
             self.net = self.net.to(memory_format=torch.channels_last)
         device = next(self.net.parameters()).device
         self.x = x.to(device).contiguous(memory_format=torch.channels_last) if self.channels_last else x.to(device)
+        if engine == "bf16":  # the copy computes in bf16; base and directions stay in the model's dtype (below)
+            self.net = self.net.to(torch.bfloat16)
+            self.x = self.x.to(torch.bfloat16)
         self.y = y.to(device)
         self.chunk = chunk
         self.params = dict(self.net.named_parameters())
-        # base and directions in each parameter's own memory layout, so the per-point axpys are straight copies
-        self.base = {k: torch.empty_like(p).copy_(self.base[k]) for k, p in self.params.items()}
-        self.dirs = [{k: torch.empty_like(p).copy_(d[k]) for k, p in self.params.items()} for d in self.dirs]
+        # base and directions in each parameter's own memory layout, so the per-point axpys are straight copies;
+        # with a lower-precision copy they keep their own dtype, and each point is summed in a scratch tensor of
+        # that dtype and rounded once into the parameter
+        self.base = {k: torch.empty_like(p, dtype=self.base[k].dtype).copy_(self.base[k])
+                     for k, p in self.params.items()}
+        self.dirs = [{k: torch.empty_like(self.base[k]).copy_(d[k]) for k in self.params} for d in self.dirs]
+        self._scratch = {k: torch.empty_like(b) for k, b in self.base.items()
+                         if b.dtype != self.params[k].dtype}
         if self.engine == "onnxruntime":
             self._ort = _OrtPoints(self.net, self.x, self.params)
 
@@ -172,9 +185,12 @@ class GridEvaluator:
     def set_point(self, c: Sequence[float]) -> None:
         """Write ``θ + Σ c_i d_i`` into the private copy (in place, no allocation)."""
         for name, p in self.params.items():
-            torch.add(self.base[name], self.dirs[0][name], alpha=float(c[0]), out=p)
+            acc = self._scratch.get(name, p)  # the bf16 engine sums in the model's dtype, then rounds once
+            torch.add(self.base[name], self.dirs[0][name], alpha=float(c[0]), out=acc)
             for ci, d in zip(c[1:], self.dirs[1:]):
-                p.add_(d[name], alpha=float(ci))
+                acc.add_(d[name], alpha=float(ci))
+            if acc is not p:
+                p.copy_(acc)
 
     def __call__(self, coords: np.ndarray | Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
         coords = np.asarray(coords, dtype=float).reshape(-1, len(self.dirs))

@@ -6,7 +6,12 @@ decoder doubles it back (:class:`UpBlock`).  The *long skips* carry each encoder
 the decoder level of the same resolution, where it is concatenated with the upsampled coarse features:
 
     y = fuse(cat(bridge, up(x)))          skip="concat"  (the paper)
+    y = fuse(bridge + up(x))              skip="residual" (LinkNet's merge: the bridge added, Chaurasia &
+                                                          Culurciello 2017)
     y = fuse(up(x))                       skip="none"    (the plain twin: an encoder-decoder without skips)
+
+Two lesions: ``branch_enabled = False`` keeps the long skip and drops the upsampled path; ``skip_enabled = False``
+cuts the long skip (the bridge is replaced by zeros, so the layers keep their shapes) and keeps the rest.
 
 Deviations from the paper, both common practice: 3x3 convs are padded (output H, W == input H, W, no cropping of
 the bridge) and BatchNorm follows each conv unless ``norm="none"``.
@@ -22,7 +27,7 @@ from skiplab.blocks.base import SkipBlock, check_skip
 from skiplab.blocks.dense import merge_concat
 from skiplab.layers.norm_act import check_positive, conv1x1, get_norm2d
 
-UNET_SKIPS = ("concat", "none")
+UNET_SKIPS = ("concat", "residual", "none")
 UP_MODES = ("transpose", "bilinear", "nearest")
 UNET_NORMS = ("batch", "group", "none")
 
@@ -79,7 +84,10 @@ class UpBlock(SkipBlock):
 
     Call as ``block(x, bridge)``.  ``self.up`` is the upsampling, ``self.fuse`` the convs after the merge; both
     are the block's main path (there is no single ``branch`` module, as the merge sits between them).
-    The plain twin (``skip="none"``) ignores ``bridge`` and its ``fuse`` takes the upsampled channels only.
+    The plain twin (``skip="none"``) ignores ``bridge`` and its ``fuse`` takes the upsampled channels only;
+    ``skip="residual"`` adds the bridge to the upsampled path instead of concatenating it (then ``skip_channels``
+    must equal the upsampled channels, and ``fuse`` takes that many).  ``skip_enabled = False`` cuts the long skip:
+    the bridge is replaced by zeros (a lesion of the skip, where ``branch_enabled`` lesions the other path).
     ``skip_channels=0``: a level without an encoder bridge (segmentation_models_pytorch's full-resolution block);
     call with ``bridge=None``.  With ``up_mode="nearest"`` the upsampling keeps ``in_channels`` and ``fuse`` maps
     to ``out_channels``.  Lesioning (``branch_enabled = False``) zeroes the upsampled path, so the block sees its
@@ -106,10 +114,14 @@ class UpBlock(SkipBlock):
             raise ValueError(f"skip_channels must be a non-negative integer (0: no bridge); got {skip_channels!r}")
         self.skip_channels = skip_channels
         self.bridge_first = bool(bridge_first)
+        self.skip_enabled = True  # False: the long skip is cut (bridge replaced by zeros)
         self.shortcut = nn.Identity()
         self.up = upsampler(check_positive("in_channels", in_channels), out_channels, up_mode)
         up_channels = in_channels if up_mode == "nearest" else out_channels
-        fuse_in = up_channels + skip_channels if self.has_skip else up_channels
+        if skip == "residual" and skip_channels not in (0, up_channels):
+            raise ValueError(f"skip='residual' adds the bridge to the upsampled path, so skip_channels must equal its "
+                             f"{up_channels} channels (or be 0); got skip_channels={skip_channels}")
+        fuse_in = up_channels + skip_channels if self.skip == "concat" else up_channels
         self.fuse = DoubleConv(fuse_in, out_channels, norm=norm)
 
     def forward(self, x: torch.Tensor, bridge: torch.Tensor | None) -> torch.Tensor:
@@ -121,11 +133,15 @@ class UpBlock(SkipBlock):
         if not self.has_skip or self.skip_channels == 0:
             return self.fuse(out)
         shortcut = self.shortcut(bridge)  # the long skip: encoder features at this resolution (N, C_skip, 2H, 2W)
+        if not self.skip_enabled:
+            shortcut = torch.zeros_like(shortcut)  # lesioned long skip
         if shortcut.shape[-2:] != out.shape[-2:]:
             raise ValueError(
                 f"UpBlock: the encoder bridge has spatial size {tuple(shortcut.shape[-2:])} but the upsampled "
                 f"path has {tuple(out.shape[-2:])}; the input H and W must be divisible by 2**depth"
             )
+        if self.skip == "residual":
+            return self.fuse(shortcut + out)  # the long skip, added
         merged = merge_concat(shortcut, out) if self.bridge_first else merge_concat(out, shortcut)
         return self.fuse(merged)  # (N, C_out, 2H, 2W)
 
@@ -137,6 +153,9 @@ class UpBlock(SkipBlock):
         """Zero the upsampling's last conv (or, for parameter-free upsampling, the first fusing conv's input from
         the upsampled path): the block starts from its long skip alone."""
         convs = [m for m in self.up.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        if not convs and self.skip == "residual":
+            raise NotImplementedError("UpBlock(skip='residual') with parameter-free upsampling: the fusing conv sees "
+                                      "the sum of both paths, so no weight zeroes the upsampled one alone")
         if not convs:
             with torch.no_grad():  # the first fusing conv's input channels from the upsampled path
                 w = self.fuse.conv1.weight
@@ -154,7 +173,8 @@ class LinkBlock(SkipBlock):
     ``bridge`` *added* (the long skip: ``y = branch(x) + bridge``, where U-Net concatenates).
 
     Call as ``block(x, bridge)``; ``bridge=None`` at a level without encoder features (the full-resolution block).
-    The plain twin (``skip="none"``) ignores ``bridge``.  Lesioning returns the bridge alone.
+    The plain twin (``skip="none"``) ignores ``bridge``.  Lesioning returns the bridge alone; ``skip_enabled =
+    False`` cuts the long skip instead (the branch alone).
     """
 
     long_skip = True  # takes its skip from the encoder as a second argument
@@ -162,6 +182,7 @@ class LinkBlock(SkipBlock):
     def __init__(self, in_channels: int, out_channels: int, *, skip: str = "residual") -> None:
         super().__init__()
         self.skip = check_skip(skip, ("residual", "none"))
+        self.skip_enabled = True  # False: the long skip is cut
         mid = check_positive("in_channels", in_channels) // 4
         if mid == 0:
             raise ValueError(f"in_channels must be at least 4 (the block narrows to in_channels // 4); "
@@ -181,7 +202,7 @@ class LinkBlock(SkipBlock):
         out = self.branch(x)  # (N, C_out, 2H, 2W)
         if self.branch_scale != 1.0:
             out = self.branch_scale * out
-        if not self.has_skip or bridge is None:
+        if not self.has_skip or bridge is None or not self.skip_enabled:
             return out
         return self.shortcut(bridge) + out  # the long skip, added
 

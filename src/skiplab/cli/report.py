@@ -13,7 +13,7 @@ from skiplab.cli.experiment import progress_bar
 DEMO_OUT = Path("reports/demo")
 
 
-def run_report(out: Path, *, quick: bool, reuse: bool, only: list[str] | None) -> Path:
+def run_report(out: Path, *, quick: bool, reuse: bool, only: list[str] | None, setting: str | None = None) -> Path:
     from skiplab.report.build import build_report, select
 
     specs = select(only)
@@ -32,7 +32,8 @@ def run_report(out: Path, *, quick: bool, reuse: bool, only: list[str] | None) -
 
             return progress
 
-        index = build_report(out, quick=quick, reuse=reuse, names=only, on_experiment=on_experiment)
+        index = build_report(out, quick=quick, reuse=reuse, names=only, on_experiment=on_experiment,
+                             setting=setting)
         bar.update(overall, completed=len(specs))
     return index
 
@@ -41,6 +42,8 @@ def run_report(out: Path, *, quick: bool, reuse: bool, only: list[str] | None) -
 def report_cmd(
     out: Path = typer.Option(..., "--out", help="Report folder: index.html, manifest.json, one folder per experiment."),
     quick: bool = typer.Option(False, "--quick", help="Quick (demo) settings for every experiment."),
+    setting: Optional[str] = typer.Option(None, "--setting", help="quick, cifar (real data, ~3 h on 2 cores, nets "
+                                                                  "cached) or full (the papers' budgets)."),
     reuse: bool = typer.Option(False, "--reuse", help="Reuse OUT/<experiment>/result.json when its settings match."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Only this experiment (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute into a folder that already holds a report."),
@@ -50,7 +53,7 @@ def report_cmd(
         raise ValueError(f"{out} already holds a report (index.html); pass --reuse to keep its saved results where "
                          f"the settings match, --overwrite to recompute everything, or choose another --out")
     t0 = time.perf_counter()
-    index = run_report(out, quick=quick, reuse=reuse, only=only)
+    index = run_report(out, quick=quick, reuse=reuse, only=only, setting=setting)
     console.print(f"report written in {time.perf_counter() - t0:.0f} s: {index.resolve()}", highlight=False)
     _exit_if_failed(out)
 

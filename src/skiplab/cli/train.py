@@ -64,6 +64,7 @@ def train_cmd(
     warmup: Optional[float] = typer.Option(None, help="Linear warmup length (one-cycle: the peak position)."),
     min_lr_factor: Optional[float] = typer.Option(None),
     label_smoothing: Optional[float] = typer.Option(None),
+    loss: Optional[str] = typer.Option(None, help="Segmentation: ce (per-pixel cross-entropy), dice or ce+dice."),
     grad_clip: Optional[float] = typer.Option(None, help="Clip the global gradient norm to this value."),
     crop_padding: Optional[int] = typer.Option(None),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip"),
@@ -97,7 +98,7 @@ def train_cmd(
         batch_size=batch_size, eval_batch_size=eval_batch_size, drop_last=drop_last, optimizer=optimizer, lr=lr,
         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, wd_exclude_bn_bias=wd_exclude_bn_bias,
         schedule=schedule, schedule_unit=schedule_unit, milestones=_milestones(milestones), gamma=gamma,
-        warmup=warmup, min_lr_factor=min_lr_factor, label_smoothing=label_smoothing, grad_clip=grad_clip,
+        warmup=warmup, min_lr_factor=min_lr_factor, label_smoothing=label_smoothing, loss=loss, grad_clip=grad_clip,
         crop_padding=crop_padding, flip=flip, cutout=cutout, augment=augment, amp=amp, channels_last=channels_last,
         compile=compile, checkpoint_segments=checkpoint_segments, sync_bn=sync_bn, seed=seed, val_split=val_split, test_split=test_split, eval_every=eval_every,
         log_every=log_every, out=out, keep_epoch_checkpoints=keep_epoch_checkpoints, device=device,
@@ -105,6 +106,8 @@ def train_cmd(
     ).items() if v is not None}
     if given.get("test_split") in ("none", ""):
         given["test_split"] = None
+    if "max_steps" in given and "epochs" not in given:
+        given["epochs"] = None  # the length the user chose; TrainConfig's default epochs=10 was not a choice
     if resume is not None:
         fixed = sorted(set(given) - set(RUNTIME_FIELDS))
         if fixed or recipe or overwrite:
@@ -133,10 +136,19 @@ def train_cmd(
         raise SystemExit(130 if result.signal == "SIGINT" else 143)
     f = result.final
     parts = [f"{split} acc {100 * f[f'{split}_acc']:.2f}% loss {f[f'{split}_loss']:.4f}"
+             if f.get(f"{split}_miou") is None else _seg_summary(split, f[f"{split}_loss"], f[f"{split}_acc"],
+                                                                  f[f"{split}_miou"], f[f"{split}_boundary_f1"])
              for split in ("val", "test") if f.get(f"{split}_acc") is not None]
     console.print(f"done: {f['epoch']} epochs, {f['step']} steps in {f['wall_time_s']:.0f}s; "
                   + ("; ".join(parts) or f"train loss {f['train_loss']:.4f}") + f"; run folder {result.run_dir}",
                   highlight=False)
+
+
+def _seg_summary(split: str, loss: float, acc: float, miou: float, bf1: float) -> str:
+    from skiplab.train.segmentation import BOUNDARY_TOLERANCE
+
+    return (f"{split} mean IoU {100 * miou:.2f}% boundary F1 {100 * bf1:.2f}% ({BOUNDARY_TOLERANCE} px) pixel acc "
+            f"{100 * acc:.2f}% loss {loss:.4f}")
 
 
 @app.command("eval")
@@ -153,7 +165,8 @@ def eval_cmd(
     device: str = typer.Option("auto"),
     tta: str = typer.Option("none", help="none, or flip: average the logits of each image and its mirror."),
 ) -> None:
-    """Accuracy and loss of a trained model on a dataset split."""
+    """Accuracy and loss of a trained model on a dataset split (segmentation: mean IoU, boundary F1, pixel
+    accuracy and per-pixel loss)."""
     from skiplab.data import BatchLoader, load_dataset
     from skiplab.registry import create_model
     from skiplab.train import TrainConfig, evaluate, load_checkpoint, load_model_state, resolve_device
@@ -195,8 +208,19 @@ def eval_cmd(
     else:
         ds = load_dataset(name, split, data_dir=ddir, **opts)
     loader = BatchLoader(ds, batch_size, shuffle=False, device=dev)
-    loss, acc = evaluate(net.to(dev), loader, dev, tta=tta)
     how = "" if tta == "none" else f" (test-time augmentation: {tta})"
+    from skiplab.train.segmentation import check_model_task, evaluate_segmentation
+
+    net.to(dev)
+    check_model_task(net, ds.image_shape, ds.task, ds.num_classes, model_name=getattr(net, "model_name", model),
+                     data_name=name, device=dev)
+    if ds.task == "segmentation":
+        m = evaluate_segmentation(net, loader, dev, tta=tta)
+        console.print(f"{ds.name}/{split} ({len(ds)} images), {source}: "
+                      + _seg_summary(split, m["loss"], m["acc"], m["miou"], m["boundary_f1"]).split(" ", 1)[1] + how,
+                      highlight=False)
+        return
+    loss, acc = evaluate(net, loader, dev, tta=tta)
     console.print(f"{ds.name}/{split} ({len(ds)} images), {source}: accuracy {100 * acc:.2f}%  loss {loss:.4f}{how}",
                   highlight=False)
 

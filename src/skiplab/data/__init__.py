@@ -15,7 +15,7 @@ which files each accepts and where they come from.
 """
 from skiplab.data.augment import Augment, AugmentParams
 from skiplab.data.dataset import ImageDataset, channel_stats
-from skiplab.data.datasets import DatasetInfo, dataset_info, list_datasets, load_dataset
+from skiplab.data.datasets import DatasetInfo, dataset_info, list_datasets, load_dataset, locate_data_dir
 from skiplab.data.errors import CorruptDataError, DatasetNotFoundError, NonOfficialDataWarning
 from skiplab.data.loader import BatchLoader
 from skiplab.data.storage import cache_root, data_root
@@ -23,5 +23,6 @@ from skiplab.data.storage import cache_root, data_root
 __all__ = [
     "Augment", "AugmentParams", "BatchLoader", "CorruptDataError", "DatasetInfo", "DatasetNotFoundError",
     "ImageDataset", "NonOfficialDataWarning", "cache_root", "channel_stats", "data_root", "dataset_info",
+    "locate_data_dir",
     "list_datasets", "load_dataset",
 ]

@@ -37,7 +37,8 @@ class ImageDataset:
         n, c, h, w = self.images.shape
         want = (n,) if self.task == "classification" else (n, h, w)
         if not isinstance(self.labels, torch.Tensor) or tuple(self.labels.shape) != want:
-            raise ValueError(f"ImageDataset.labels: expected shape {want} for {self.task}, "
+            what = " (masks of the images' height and width)" if self.task == "segmentation" else ""
+            raise ValueError(f"ImageDataset.labels: expected shape {want} for {self.task}{what}, "
                              f"got {_describe(self.labels)}")
         self.images = self.images.cpu().contiguous()
         self.labels = self.labels.cpu().to(torch.int64).contiguous()
@@ -53,6 +54,11 @@ class ImageDataset:
         if self.task == "classification" and k and n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= k):
             raise ValueError(f"ImageDataset.labels: expected class indices in [0, {k}) ({k} classes), got values in "
                              f"[{int(self.labels.min())}, {int(self.labels.max())}]")
+        if self.task == "segmentation" and k and n:  # -100: unlabelled (the loader's crop padding writes it)
+            labelled = self.labels[self.labels != -100]
+            if labelled.numel() and (int(labelled.min()) < 0 or int(labelled.max()) >= k):
+                raise ValueError(f"ImageDataset.labels: expected mask values in [0, {k}) ({k} classes) or -100 "
+                                 f"(unlabelled), got values in [{int(labelled.min())}, {int(labelled.max())}]")
 
     def __len__(self) -> int:
         return self.images.shape[0]

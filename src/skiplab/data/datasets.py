@@ -7,6 +7,8 @@ train split), and every split is cached (see :mod:`skiplab.data.storage`).
 """
 from __future__ import annotations
 
+import os
+
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from skiplab.data import cifar, idx, imagefolder, synthetic
+from skiplab.data import cifar, idx, imagefolder, strokes, synthetic
 from skiplab.data.archive import is_archive
 from skiplab.data.dataset import ImageDataset, channel_stats
 from skiplab.data.download import OFFICIAL, RemoteFile, download as download_file
@@ -61,12 +63,19 @@ _INFO: dict[str, DatasetInfo] = {
         "mnist", "MNIST (LeCun et al. 1998): 60,000 train / 10,000 test 28x28 greyscale digits", "classification",
         (1, 28, 28), 10, ("train", "test"),
         ("mnist/ or MNIST/raw/ holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-         "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]",), _COMMON, tuple(OFFICIAL["mnist"])),
+         "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]",), ("resplit", *_COMMON),
+        tuple(OFFICIAL["mnist"])),
+    "mnist_strokes": DatasetInfo(
+        "mnist_strokes", "stroke segmentation on real digits: MNIST's 10,000 test digits under pixel noise (sd 0.5) "
+        "-> clean stroke masks, 1x32x32, 8,000 train / 2,000 test (seeded split)", "segmentation",
+        (1, 32, 32), 2, ("train", "test"),
+        ("mnist/ or MNIST/raw/ holding t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] (MNIST's test "
+         "set; see skiplab.data.strokes)",), ("degradation", "noise", "n_test", "seed", *_COMMON)),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist", "Fashion-MNIST (Xiao et al. 2017): 60,000 train / 10,000 test 28x28 greyscale articles",
         "classification", (1, 28, 28), 10, ("train", "test"),
         ("fashion_mnist/, fashion-mnist/ or FashionMNIST/raw/ holding the four IDX files (names as MNIST's)",),
-        _COMMON, tuple(OFFICIAL["fashion_mnist"])),
+        ("resplit", *_COMMON), tuple(OFFICIAL["fashion_mnist"])),
     "imagefolder": DatasetInfo(
         "imagefolder", "any split/class/image tree, from a folder or a .tar/.tar.gz/.zip archive (data_dir=PATH)",
         "classification", (3, 0, 0), 0, (), ("a folder or archive given as data_dir",), ("image_size", "cache")),
@@ -78,6 +87,10 @@ _INFO: dict[str, DatasetInfo] = {
         "synthetic_seg", "procedural textured shapes with per-pixel masks (background + 5 shapes), 3x64x64",
         "segmentation", (3, 64, 64), 6, ("train", "test"), ("generated",),
         ("n_train", "n_test", "image_size", "seed", "noise")),
+    "synthetic_strokes": DatasetInfo(
+        "synthetic_strokes", "stroke segmentation on generated digits (mnist_strokes' task on synthetic_digits), "
+        "1x32x32, 2,000 train / 500 test", "segmentation", (1, 32, 32), 2, ("train", "test"), ("generated",),
+        ("n_train", "n_test", "degradation", "noise", "seed")),
     "synthetic_digits": DatasetInfo(
         "synthetic_digits", "procedural stroke digits, 10 classes of 1x28x28, an MNIST stand-in", "classification",
         (1, 28, 28), 10, ("train", "test"), ("generated",), ("n_train", "n_test", "image_size", "seed", "noise")),
@@ -131,9 +144,55 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
                          "(for a validation set use ds.split(n_val, seed))")
     if key in synthetic.SYNTHETIC_NAMES:
         return synthetic.make_synthetic(key, split, **options)
+    if key == "mnist_strokes":  # derived from MNIST's test set, which is loaded (and cached) as usual
+        return strokes.make_mnist_strokes(split, data_dir=data_dir, download=download, **options)
+    if key == "synthetic_strokes":
+        return strokes.make_synthetic_strokes(split, **options)
     strict, use_cache = bool(options.pop("strict", False)), bool(options.pop("cache", True))
+    resplit = options.pop("resplit", 0)
     source, reader, decode_opts = _find_source(key, data_dir, download, options)
+    if resplit:
+        return _resplit_test_file(_load_cached(key, "test", source, reader, decode_opts, strict=strict,
+                                               use_cache=use_cache), split, resplit)
     return _load_cached(key, split, source, reader, decode_opts, strict=strict, use_cache=use_cache)
+
+
+RESPLIT_SEED = 0
+
+
+def _resplit_test_file(full: ImageDataset, split: str, n_test: Any) -> ImageDataset:
+    """``resplit=N``: for copies that hold only the official *test* file (such as a shared MNIST test set), that
+    file split in two by a fixed seeded permutation (seed :data:`RESPLIT_SEED`): ``test`` = N images, ``train`` =
+    the rest.  The two never overlap; the same N gives the same split everywhere."""
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or not 0 < n_test < len(full):
+        raise ValueError(f"resplit: expected the number of test images, an integer in [1, {len(full) - 1}] (the "
+                         f"official test file's images are split into train and test); got {n_test!r}")
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(RESPLIT_SEED))
+    part = perm[:n_test] if split == "test" else perm[n_test:]
+    return full.subset(part.sort().values)
+
+
+def data_search_path() -> list[Path]:
+    """Where :func:`locate_data_dir` looks, in order: ``$SKIPLAB_DATA``, ``~/.cache/skiplab/data``, and beside the
+    working directory ``./data`` and ``../shared/data`` (a checkout next to a shared data folder)."""
+    places = [Path(os.environ["SKIPLAB_DATA"])] if os.environ.get("SKIPLAB_DATA") else []
+    return places + [Path.home() / ".cache" / "skiplab" / "data", Path("data"), Path("..") / "shared" / "data"]
+
+
+def locate_data_dir(name: str) -> Path:
+    """The first folder of :func:`data_search_path` that holds dataset ``name`` in a form skiplab reads; raises
+    :class:`DatasetNotFoundError` naming every place looked and how to point at the files instead."""
+    key = _canonical(name)
+    looked = []
+    for place in data_search_path():
+        try:
+            _find_source(key, place, False, {})
+            return place.resolve()
+        except DatasetNotFoundError:
+            looked.append(str(place.resolve()))
+    raise DatasetNotFoundError(
+        f"{key}: not found; looked in {'; '.join(looked)} (forms: {', '.join(_INFO[key].forms)}). Put the files in "
+        f"one of those places, set $SKIPLAB_DATA, or pass the folder or archive (CLI: --set data_dir=PATH)")
 
 
 # ------------------------------------------------------------------------------------------------ finding files
@@ -202,6 +261,7 @@ def _classify_path(key: str, p: Path) -> Reader | None:
 def _find_source(key: str, data_dir: str | Path | None, download: bool,
                  options: dict[str, Any]) -> tuple[Path, Reader, dict[str, Any]]:
     root = data_root(data_dir)
+    key = "mnist" if key == "mnist_strokes" else key  # made from MNIST's files
     if key == "imagefolder":
         if data_dir is None:
             raise ValueError("imagefolder needs data_dir=PATH: a split/class/image folder or .tar/.tar.gz/.zip")

@@ -15,6 +15,7 @@ from skiplab.experiments import shattered, signal, vanishing  # noqa: F401  (reg
 from skiplab.experiments import features, landscape, lesion  # noqa: F401  (registration)
 from skiplab.experiments import degradation, identity, orderings, stochastic_depth, variants  # noqa: F401  (registration)
 from skiplab.experiments import exploding, identity_fit, two_layer  # noqa: F401  (registration)
+from skiplab.experiments import unet_skips  # noqa: F401  (registration)
 from skiplab.experiments.base import Claim, ExperimentSpec, Table, experiments, get_experiment, register_experiment
 
 __all__ = ["Claim", "ExperimentSpec", "Table", "experiments", "get_experiment", "register_experiment"]

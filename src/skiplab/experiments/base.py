@@ -51,9 +51,38 @@ class ExperimentSpec:
     run: Callable[..., Any]
     order: int = 100  # position in the report
 
-    def config(self, quick: bool = False, **overrides: Any) -> Any:
-        cfg = self.config_cls.quick() if quick else self.config_cls()
+    def config(self, quick: bool = False, setting: str | None = None, **overrides: Any) -> Any:
+        """The Config of ``setting`` (see :data:`SETTINGS`; ``quick=True`` is ``setting="quick"``), with
+        ``overrides``.  An experiment without a real-data variant runs its full setting under ``"cifar"``."""
+        setting = resolve_setting(quick, setting)
+        if setting == "quick":
+            cfg = self.config_cls.quick()
+        elif setting == "cifar" and hasattr(self.config_cls, "cifar"):
+            cfg = self.config_cls.cifar()
+        else:
+            cfg = self.config_cls()
         return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+    def has_setting(self, setting: str) -> bool:
+        """Whether the experiment defines ``setting`` itself (``cifar`` falls back to ``full`` otherwise)."""
+        return setting == "full" or hasattr(self.config_cls, setting)
+
+
+# The settings every experiment runs at: "quick" - tiny nets on generated data, seconds (the demo); "cifar" - the
+# real-data setting: real CIFAR-10 (or real MNIST digits), full paper widths, budgets that let all of them finish
+# in about 3 hours on a 2-core CPU, trained nets cached on disk and shared between experiments; "full" - the
+# papers' own budgets (a GPU's work).
+SETTINGS = ("quick", "cifar", "full")
+
+
+def resolve_setting(quick: bool = False, setting: str | None = None) -> str:
+    if setting is None:
+        return "quick" if quick else "full"
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {', '.join(SETTINGS)}; got {setting!r}")
+    if quick and setting != "quick":
+        raise ValueError(f"quick=True contradicts setting={setting!r}; pass one of them")
+    return setting
 
 
 _EXPERIMENTS: dict[str, ExperimentSpec] = {}

@@ -72,7 +72,7 @@ class Config:
     steps: int = 150
     lr: float = 0.01
     momentum: float = 0.9
-    blowup_grad: float = 1e6  # a gradient norm this large counts as a blow-up even if it stays finite
+    blowup_grad: float = 1e5  # counts as a blow-up even if finite: 1000x what any net here starts with at x1
     input_scales: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
     nets: tuple[Net, ...] = NETS
     # part 2: gradients at initialisation

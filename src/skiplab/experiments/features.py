@@ -1,8 +1,8 @@
 """Seeing inside: feature maps of a residual net trained on digits, layer by layer, and how early and late
 blocks of the residual net and its plain twin transform what they receive.
 
-The digits are MNIST-format IDX files when ``data="mnist"`` (``data_dir`` points at them), otherwise the
-embedded ``synthetic_digits``.  He et al. 2015 (arXiv:1512.03385, §4.2, Fig. 7) report that the residual
+The digits are MNIST's (IDX files; ``cifar()`` trains on the shared copy's test file split seeded 8,000 / 2,000);
+the quick setting uses the embedded ``synthetic_digits``.  He et al. 2015 (arXiv:1512.03385, §4.2, Fig. 7) report that the residual
 functions respond weakly — the standard deviation of each branch's output is smaller than the same layer's in
 the plain net — so a residual block nudges its input, while a plain block rewrites it.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from skiplab.analysis.features import block_changes, stage_outputs
+from skiplab.analysis.features import block_changes, branch_views, first_layer_filters, stage_outputs
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress, \
     seed_list, torch_threads
 from skiplab.experiments.lesion import QUICK_TRAINING, NetTraining, eval_tensors, model_name, trained_net
@@ -27,7 +27,7 @@ class Config(NetTraining):
     block statistics use ``n_stats`` test images."""
 
     depth: int = 20
-    data: str = "synthetic_digits"
+    data: str = "mnist"
     steps: int = 5000
     crop_padding: int = 2
     flip: bool = False  # a mirrored digit is another glyph
@@ -38,6 +38,16 @@ class Config(NetTraining):
     @classmethod
     def quick(cls) -> "Config":
         return cls(**QUICK_TRAINING, n_images=3, n_channels=8, n_stats=256)
+
+    @classmethod
+    def cifar(cls) -> "Config":
+        """Real MNIST digits: the shared copy holds only the official test set, so its 10,000 digits are split by
+        a fixed seed into 8,000 for training and 2,000 for testing (``resplit=2000``).  ResNet-20 and plain-20 at
+        full width, 600 iterations of batch 128 (~10 epochs), one-cycle, no flips (a mirrored digit is another
+        glyph), 2-pixel crops: ~3 min a net."""
+        return cls(data="mnist", resplit=2000, steps=600, batch_size=128, lr=0.1, weight_decay=5e-4,
+                   schedule="onecycle", crop_padding=2, flip=False, eval_points=3, n_train_eval=2000, cache=True,
+                   depth=20, n_images=3, n_channels=8, n_stats=500)
 
     def __post_init__(self) -> None:
         self.validate_training()
@@ -63,6 +73,10 @@ class NetFeatures:
     response_std: list[float]
     downsampling: list[bool]
     train_seconds: float = 0.0
+    # For the first shown image, per block: channel means of its input, of its branch's output F(x) and of its
+    # output, [block][3][H][W] (the input at its own resolution); and the first layer's filters [out][in][kh][kw].
+    block_views: list[list[list[list[float]]]] = field(default_factory=list)
+    filters: list[list[list[list[float]]]] = field(default_factory=list)
 
 
 @dataclass
@@ -119,8 +133,11 @@ def _run(cfg: Config, progress: Progress | None) -> Result:
                     for i in range(len(shown))]
             means = [[o[i].mean(0).cpu().numpy().round(4).tolist() for _, o in outs] for i in range(len(shown))]
             ch = block_changes(model, xd)
+            views = [[v.inputs[0].mean(0).numpy().round(4).tolist(), v.branch[0].mean(0).numpy().round(4).tolist(),
+                      v.outputs[0].mean(0).numpy().round(4).tolist()] for v in branch_views(model, xd[shown[:1]])]
+            filters = first_layer_filters(model).cpu().numpy().round(4).tolist()
             nets.append(NetFeatures(skip, seed, err, [n for n, _ in outs], maps, means, preds, ch.relative_update,
-                                    ch.cosine, ch.response_std, ch.downsampling, seconds))
+                                    ch.cosine, ch.response_std, ch.downsampling, seconds, views, filters))
     report_progress(progress, total, total, "done")
     result = Result(cfg, x[shown].cpu().numpy().round(4).tolist(), y[shown].tolist(), nets, [], [])
     result.claims = check_claims(result)

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress
-from skiplab.experiments.training_runs import QUICK_RECIPE, Recipe, Run, by_label, epoch_progress, eval_loaders, \
-    mean_of, pct, train_net
+from skiplab.experiments.training_runs import (
+    CIFAR_RECIPE, QUICK_RECIPE, Recipe, Run, by_label, epoch_progress, eval_loaders, mean_of, pct, train_net)
 
 
 # ------------------------------------------------------------------------------------------------ construction
@@ -115,6 +115,13 @@ class Config(Recipe):
     @classmethod
     def quick(cls) -> "Config":
         return cls(**QUICK_RECIPE, width=0.5, warmup=0)
+
+    @classmethod
+    def cifar(cls) -> "Config":
+        """Real CIFAR-10 with the degradation study's recipe and nets (plain-20 deepened to plain-56, plain-56 and
+        ResNet-56 from scratch): all three come from the shared net cache when degradation ran first, so this
+        adds only the construction's evaluation (~1 min)."""
+        return cls(**CIFAR_RECIPE, shallow=20, deep=56, warmup=0)
 
     def __post_init__(self) -> None:
         from skiplab.models.cifar import CIFAR_DEPTHS

@@ -31,13 +31,13 @@ from skiplab.analysis.landscape import ENGINES, GridEvaluator, Surface, axis, co
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress, \
     seed_list, torch_threads
 from skiplab.experiments.lesion import QUICK_TRAINING, NetTraining, eval_tensors, model_name, trained_net
-from skiplab.experiments.training_runs import in_training_layout, train_config, train_split
+from skiplab.experiments.training_runs import CIFAR_RECIPE, data_dir_of, in_training_layout, train_config, train_split
 
 
 @dataclass
 class Config(NetTraining):
-    """ResNet-56 vs plain-56 (Li et al. Fig. 5), trained with He et al.'s recipe, on the embedded ``synthetic``
-    set unless ``data="cifar10"``.  ``grid_points`` x ``grid_points`` on ``[-span, span]^2``; ``line_points`` on
+    """ResNet-56 vs plain-56 (Li et al. Fig. 5), trained with He et al.'s recipe on CIFAR-10.
+    ``grid_points`` x ``grid_points`` on ``[-span, span]^2``; ``line_points`` on
     the 1-D slice; the loss is measured on ``n_eval`` training images (Li et al.: the whole training set; 0 here
     means the whole split).  ``hessian_grid`` x ``hessian_grid`` points get ``hessian_steps`` Lanczos steps on
     ``hessian_batch`` images (0 points: skip).  ``chunk``: images per forward pass."""
@@ -57,6 +57,13 @@ class Config(NetTraining):
     def quick(cls) -> "Config":
         return cls(**QUICK_TRAINING, grid_points=11, line_points=21, n_eval=256, hessian_grid=3, hessian_steps=10,
                    hessian_batch=64)
+
+    @classmethod
+    def cifar(cls) -> "Config":
+        """Real CIFAR-10: the degradation study's ResNet-56 and plain-56 (shared cache), as Li et al. Fig. 5, on a
+        13 x 13 grid over [-1, 1]^2 with the loss on 1,000 training images (the paper: 51 x 51, the whole
+        training set), no Hessian map (its Lanczos steps would cost more than the grid)."""
+        return cls(**CIFAR_RECIPE, depth=56, n_seeds=1, grid_points=13, line_points=25, n_eval=1000, hessian_grid=0)
 
     def __post_init__(self) -> None:
         self.validate_training()
@@ -205,7 +212,7 @@ def _num_classes(cfg: Config) -> int:
     from skiplab.data import load_dataset
     from skiplab.experiments.lesion import data_options
 
-    return load_dataset(cfg.data, "train", data_dir=cfg.data_dir or None, **data_options(cfg)).num_classes
+    return load_dataset(cfg.data, "train", data_dir=data_dir_of(cfg), **data_options(cfg)).num_classes
 
 
 # ------------------------------------------------------------------------------------------------ the run

@@ -27,7 +27,7 @@ from skiplab.analysis.lesion import blocks_of, effective_path_contribution, is_d
     path_length_distribution, random_lesion_errors, single_lesion_errors, top1_error
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment, report_progress, \
     seed_list, torch_threads
-from skiplab.experiments.training_runs import Recipe, data_options, train_net
+from skiplab.experiments.training_runs import CIFAR_RECIPE, Recipe, data_dir_of, data_options, train_net
 
 SKIP_PREFIX = {"residual": "resnet", "none": "plain"}
 MIN_GAP = 0.2  # a net whose error is not this far below chance did not learn enough to lesion meaningfully
@@ -71,7 +71,7 @@ def eval_tensors(cfg: NetTraining, split: str, n: int = 0) -> tuple[torch.Tensor
     airplanes)."""
     from skiplab.data import BatchLoader, load_dataset
 
-    ds = load_dataset(cfg.data, split, data_dir=cfg.data_dir or None, **data_options(cfg))
+    ds = load_dataset(cfg.data, split, data_dir=data_dir_of(cfg), **data_options(cfg))
     if n and n < len(ds):
         ds = ds.subset(torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].sort().values)
     x, y = next(iter(BatchLoader(ds, len(ds), shuffle=False)))
@@ -88,9 +88,8 @@ def chance_error(y: torch.Tensor) -> float:
 
 @dataclass
 class Config(NetTraining):
-    """Veit et al. lesion ResNet-110 trained on CIFAR-10 (He et al.'s recipe): the defaults, on the embedded
-    ``synthetic`` set unless ``data="cifar10"``.  ``draws``: random subsets per ``k``; ``path_samples``: sampled
-    paths per length for the gradient measurement, on ``path_batch`` test images."""
+    """Veit et al. lesion ResNet-110 trained on CIFAR-10 (He et al.'s recipe): the defaults.
+    ``draws``: random subsets per ``k``; ``path_samples``: sampled paths per length for the gradient measurement, on ``path_batch`` test images."""
 
     n_eval: int = 0  # test images to measure errors on (0: the whole test split)
     draws: int = 10
@@ -101,6 +100,12 @@ class Config(NetTraining):
     @classmethod
     def quick(cls) -> "Config":
         return cls(**QUICK_TRAINING, n_eval=500, draws=6, path_samples=4, path_batch=64)
+
+    @classmethod
+    def cifar(cls) -> "Config":
+        """Real CIFAR-10: the degradation study's ResNet-56 and plain-56 (shared cache; Veit et al. lesion
+        ResNet-110), errors on 2,000 test images, 5 random draws per number of deleted blocks."""
+        return cls(**CIFAR_RECIPE, depth=56, n_seeds=1, n_eval=2000, draws=5, path_samples=10, path_batch=128)
 
     def __post_init__(self) -> None:
         self.validate_training()

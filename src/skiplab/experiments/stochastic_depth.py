@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from skiplab.experiments.base import Claim, ExperimentSpec, Progress, Table, register_experiment
-from skiplab.experiments.training_runs import ComparisonResult, QUICK_RECIPE, Recipe, Run, by_label, mean_of, pct, \
-    run_comparison
+from skiplab.experiments.training_runs import (
+    CIFAR_RECIPE, ComparisonResult, QUICK_RECIPE, Recipe, Run, by_label, mean_of, pct, run_comparison)
 
 PAPER_TEST_ERROR = {"constant": 6.41, "stochastic": 5.25}  # CIFAR-10, ResNet-110, Huang et al. 2016 Table 1
 
@@ -38,6 +38,13 @@ class Config(Recipe):
     @classmethod
     def quick(cls) -> "Config":
         return cls(**QUICK_RECIPE, depth=56, width=0.5)
+
+    @classmethod
+    def cifar(cls) -> "Config":
+        """Real CIFAR-10, :data:`CIFAR_RECIPE` (2,500 iterations), ResNet-56 (Huang et al.: ResNet-110, 500 epochs)
+        with p_L = 0.5.  The constant-depth ResNet-56 comes from the shared cache (degradation); the stochastic
+        one is ~25 min of the cifar set."""
+        return cls(**CIFAR_RECIPE, depth=56)
 
     def __post_init__(self) -> None:
         from skiplab.models.cifar import CIFAR_DEPTHS

@@ -18,9 +18,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -35,7 +37,8 @@ SCHEDULES = ("step", "onecycle")
 class Recipe:
     """How every net of one experiment is trained — the same for all, so the comparison is fair.
 
-    Defaults: He et al. 2015 §4.2 (CIFAR): SGD with momentum 0.9, batch 128, lr 0.1 divided by 10 at 50% and 75%
+    Defaults: He et al. 2015 §4.2 (CIFAR-10, found by :func:`data_dir_of`; the generated sets are the quick
+    settings' only): SGD with momentum 0.9, batch 128, lr 0.1 divided by 10 at 50% and 75%
     of the run (their 32k and 48k of 64k iterations), weight decay 1e-4, 4-pixel pad-and-crop and flips.
     ``schedule="onecycle"`` warms up over 15% of the steps then anneals to zero (short demo runs).  ``warmup``:
     linear warmup steps before a "step" schedule (He et al. train ResNet-110 at lr 0.01 for ~400 iterations
@@ -43,10 +46,16 @@ class Recipe:
     ``n_train``, ``n_test`` (0: the dataset's default) apply to the generated datasets only.  ``eval_points``:
     about how many test evaluations a run makes (at epoch ends).  ``n_train_eval``: training images (a fixed
     random draw) the final training error is measured on (0: all).  ``threads`` > 0 sets torch's intra-op threads
-    (0: leave them).
+    (0: leave them).  ``amp``: autocast as :class:`skiplab.train.TrainConfig` takes it (``auto``: bf16 where the
+    device computes it natively).  ``cache``: keep every trained net on disk (:func:`nets_cache_dir`), so a net
+    another experiment (or an earlier, stopped run) trained with the same recipe is reused, and a net whose
+    training was stopped continues from its last epoch checkpoint.  ``data_dir=""`` with a file dataset: the
+    first of :func:`skiplab.data.locate_data_dir`'s places that holds it.  ``resplit`` > 0: the dataset's official
+    test file alone, split by a fixed seed into ``resplit`` test images and the rest for training (the shared MNIST
+    copy holds only the test set).
     """
 
-    data: str = "synthetic"
+    data: str = "cifar10"
     data_dir: str = ""
     image_size: int = 0
     n_train: int = 0
@@ -65,6 +74,9 @@ class Recipe:
     first_seed: int = 0
     threads: int = 0
     device: str = "auto"
+    amp: str = "auto"
+    cache: bool = False
+    resplit: int = 0
 
     def validate_recipe(self) -> None:
         """Raise ``ValueError`` naming the first bad setting, what it takes and what it got."""
@@ -74,7 +86,7 @@ class Recipe:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer; got {v!r}")
-        for name in ("image_size", "n_train", "n_test", "warmup", "crop_padding", "n_train_eval", "threads"):
+        for name in ("image_size", "n_train", "n_test", "warmup", "crop_padding", "n_train_eval", "threads", "resplit"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer (0: default/off); got {v!r}")
@@ -87,6 +99,10 @@ class Recipe:
             raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}; got {self.schedule!r}")
         if self.warmup >= self.steps:
             raise ValueError(f"warmup must be shorter than the run (steps={self.steps}); got {self.warmup}")
+        from skiplab.train.config import AMP_MODES
+
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(map(repr, AMP_MODES))}; got {self.amp!r}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
                                                     or self.device.startswith("cuda:")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
@@ -117,6 +133,18 @@ QUICK_RECIPE: dict[str, Any] = dict(
 )
 
 
+# The real-data setting (`--setting cifar`) shared by every CIFAR-10 training experiment, so a net two experiments
+# ask for (ResNet-56 for degradation, identity, lesion, landscape, stochastic depth) is trained once and cached on
+# disk: real CIFAR-10 at 32x32, the papers' widths, He et al.'s batch 128 and lr 0.1, but 2,500 iterations (6.4
+# epochs) instead of 64,000 with a one-cycle schedule (15% warmup, linear anneal to 0: what suits a short budget)
+# and weight decay 5e-4.  Budget: every cifar experiment together about 3 hours on a 2-core CPU with native bf16
+# (two processes of one thread; bf16 autocast): ResNet-20 ~11 min, ResNet-56 ~30 min a net there.
+CIFAR_RECIPE: dict[str, Any] = dict(
+    data="cifar10", steps=2500, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="onecycle", crop_padding=4,
+    flip=True, eval_points=7, n_train_eval=10000, cache=True,
+)
+
+
 @dataclass
 class Run:
     """One trained net (one seed): its curves and final numbers.  Errors are fractions in [0, 1]."""
@@ -141,17 +169,28 @@ class Run:
 
 
 def data_options(recipe: Recipe) -> dict[str, Any]:
-    """Options for :func:`skiplab.data.load_dataset`: sizes for the generated datasets, nothing for files."""
+    """Options for :func:`skiplab.data.load_dataset`: sizes for the generated datasets; for files only
+    ``resplit`` (a copy holding just the official test file, split seeded into train and test)."""
     if not recipe.data.startswith("synthetic"):
-        return {}
+        return {"resplit": recipe.resplit} if recipe.resplit else {}
     opts = {"image_size": recipe.image_size, "n_train": recipe.n_train, "n_test": recipe.n_test}
     return {k: v for k, v in opts.items() if v}
+
+
+def data_dir_of(recipe: Recipe) -> str | None:
+    """Where ``recipe``'s dataset is read from: ``data_dir`` if set, None for the generated datasets, else the
+    first place :func:`skiplab.data.locate_data_dir` finds it (raising, naming every place looked, if none)."""
+    if recipe.data_dir or recipe.data.startswith("synthetic"):
+        return recipe.data_dir or None
+    from skiplab.data import locate_data_dir
+
+    return str(locate_data_dir(recipe.data))
 
 
 def train_split(recipe: Recipe) -> Any:
     from skiplab.data import load_dataset
 
-    return load_dataset(recipe.data, "train", data_dir=recipe.data_dir or None, **data_options(recipe))
+    return load_dataset(recipe.data, "train", data_dir=data_dir_of(recipe), **data_options(recipe))
 
 
 def train_eval_subset(train_ds: Any, n: int) -> Any:
@@ -169,7 +208,7 @@ def eval_loaders(recipe: Recipe, device: torch.device | str = "cpu") -> tuple[An
     from skiplab.data import BatchLoader, load_dataset
 
     train_ds = train_eval_subset(train_split(recipe), recipe.n_train_eval)
-    test_ds = load_dataset(recipe.data, "test", data_dir=recipe.data_dir or None, **data_options(recipe))
+    test_ds = load_dataset(recipe.data, "test", data_dir=data_dir_of(recipe), **data_options(recipe))
     return (BatchLoader(train_ds, 500, shuffle=False, device=device),
             BatchLoader(test_ds, 500, shuffle=False, device=device))
 
@@ -186,12 +225,13 @@ def train_config(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed:
     else:
         schedule = dict(schedule="onecycle", warmup=max(1, round(0.15 * recipe.steps)))
     return TrainConfig(
-        model=model, model_kwargs=dict(model_kwargs), data=recipe.data, data_dir=recipe.data_dir or None,
+        model=model, model_kwargs=dict(model_kwargs), data=recipe.data, data_dir=data_dir_of(recipe),
         data_options=data_options(recipe), max_steps=recipe.steps, epochs=None, batch_size=recipe.batch_size,
         lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay, schedule_unit="steps",
         crop_padding=recipe.crop_padding, flip=recipe.flip, test_split="test",
         eval_every=max(1, round(epochs / recipe.eval_points)), log_every=max(1, recipe.steps // 50),
-        progress="none", out=None, seed=seed, num_threads=recipe.threads or None, device=recipe.device, **schedule)
+        progress="none", out=None, seed=seed, num_threads=recipe.threads or None, device=recipe.device,
+        amp=recipe.amp, **schedule)
 
 
 # ------------------------------------------------------------------------------------------ unregistered nets
@@ -238,43 +278,86 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
+def nets_cache_dir() -> Path:
+    """Where ``Recipe(cache=True)`` keeps trained nets: ``$SKIPLAB_NETS``, else ``$SKIPLAB_CACHE/nets``, else
+    ``~/.cache/skiplab/nets``."""
+    if os.environ.get("SKIPLAB_NETS"):
+        return Path(os.environ["SKIPLAB_NETS"])
+    return Path(os.environ.get("SKIPLAB_CACHE") or Path.home() / ".cache" / "skiplab") / "nets"
+
+
+def cache_key(tc: Any, n_train_eval: int) -> str:
+    """What decides a trained net's weights: the training config without where/how it runs (device, threads,
+    display, output folder, the data's folder) and with ``amp`` resolved to the dtype it runs in here."""
+    from skiplab.train.loop import RUNTIME_FIELDS, resolve_amp, resolve_device
+
+    d = tc.to_dict()
+    for k in (*RUNTIME_FIELDS, "out", "resume", "overwrite", "data_dir"):
+        d.pop(k, None)
+    d["amp"] = str(resolve_amp(tc.amp, resolve_device(tc.device)) or "float32").removeprefix("torch.")
+    return json.dumps({"train": d, "n_train_eval": n_train_eval}, sort_keys=True, default=str)
+
+
+class NetBusy(Exception):
+    """Another process holds the lock of the net being asked for (it is training it now)."""
+
+
 def train_net(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed: int, *, label: str = "",
-              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> tuple[Run, nn.Module]:
+              on_epoch: Callable[[dict[str, Any]], None] | None = None, wait: bool = True) -> tuple[Run, nn.Module]:
     """Train ``model`` (registry name or :data:`LOCAL_BUILDERS` name) with ``model_kwargs`` as ``recipe`` says,
     with ``seed``.  Returns the :class:`Run` and the trained net in eval mode.
 
     A net already trained in this process with the same recipe, model, kwargs and seed is rebuilt from the cache
-    (its Run carries the original timings) — a new run would compute the same weights."""
-    import os
-
-    from skiplab.data import BatchLoader
-    from skiplab.registry import list_models
-    from skiplab.train import evaluate, train
-
+    (its Run carries the original timings) — a new run would compute the same weights.  With ``recipe.cache`` the
+    same holds across processes through :func:`nets_cache_dir`; a net another process is training is waited for
+    (``wait=False``: :class:`NetBusy` is raised instead, so a caller can train something else first)."""
     train_ds = train_split(recipe)
     tc = train_config(recipe, model, model_kwargs, seed, len(train_ds))
-    key = json.dumps({"train": tc.to_dict(), "n_train_eval": recipe.n_train_eval}, sort_keys=True, default=str)
+    key = cache_key(tc, recipe.n_train_eval)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if key in _CACHE and not distributed:
-        run, state = _CACHE[key]
-        net = build(run.model, run.model_kwargs)
-        net.load_state_dict(state)
-        net = in_training_layout(net.to(next(iter(state.values())).device), tc)
-        return dataclasses.replace(run, label=label or run.label), net.eval()
+        return _from_memory(key, tc, label)
+    if model not in LOCAL_BUILDERS:
+        from skiplab.registry import list_models
+
+        if model not in list_models():
+            build(model, model_kwargs)  # raises the message naming what is known
+    if recipe.cache and not distributed:
+        run, state = _disk_cached(recipe, tc, key, train_ds, label, on_epoch, wait)
+        _CACHE[key] = (run, state)
+        return _from_memory(key, tc, label)
+    from skiplab.train import train
 
     t0 = time.perf_counter()
-    if model not in LOCAL_BUILDERS and model not in list_models():
-        build(model, model_kwargs)  # raises the message naming what is known
     result = train(tc, on_epoch=on_epoch, builder=LOCAL_BUILDERS.get(model))
-    net, kwargs, history, records = result.model, result.model_kwargs, result.history, result.records
-    wall = time.perf_counter() - t0
+    run = _summarise(recipe, result.model, result.model_kwargs, result.history, result.records, model, seed,
+                     label, time.perf_counter() - t0, train_ds)
+    net = result.model.eval()
+    if not distributed:
+        _CACHE[key] = (run, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    return run, net
+
+
+def _from_memory(key: str, tc: Any, label: str) -> tuple[Run, nn.Module]:
+    run, state = _CACHE[key]
+    net = build(run.model, run.model_kwargs)
+    net.load_state_dict(state)
+    net = in_training_layout(net.to(next(iter(state.values())).device), tc)
+    return dataclasses.replace(run, label=label or run.label), net.eval()
+
+
+def _summarise(recipe: Recipe, net: nn.Module, kwargs: dict[str, Any], history: list[dict[str, Any]],
+               records: list[dict[str, Any]], model: str, seed: int, label: str, wall: float, train_ds: Any) -> Run:
+    """A trained net's :class:`Run`: its curves from the metric records, final errors measured now."""
+    from skiplab.data import BatchLoader
+    from skiplab.train import evaluate
 
     train_eval = train_eval_subset(train_ds, recipe.n_train_eval)
     device = next(net.parameters()).device
     train_loss, train_acc = evaluate(net, BatchLoader(train_eval, 500, shuffle=False, device=device), device)
     steps = [r for r in records if r.get("kind") == "step"]
     tested = [h for h in history if h.get("test_acc") is not None]
-    run = Run(
+    return Run(
         label=label or model, model=model, model_kwargs=kwargs, seed=seed,
         params=sum(p.numel() for p in net.parameters()),
         steps=[int(r["step"]) for r in steps], train_error=[1.0 - r["train_acc"] for r in steps],
@@ -286,10 +369,75 @@ def train_net(recipe: Recipe, model: str, model_kwargs: dict[str, Any], seed: in
         final_test_loss=float(tested[-1]["test_loss"]) if tested else math.nan,
         train_time_s=wall, epoch_time_s=statistics.median(h["epoch_time_s"] for h in history) if history else 0.0,
     )
-    net.eval()
-    if not distributed:
-        _CACHE[key] = (run, {k: v.detach().clone() for k, v in net.state_dict().items()})
-    return run, net
+
+
+def _disk_cached(recipe: Recipe, tc: Any, key: str, train_ds: Any, label: str,
+                 on_epoch: Callable[[dict[str, Any]], None] | None, wait: bool
+                 ) -> tuple[Run, dict[str, torch.Tensor]]:
+    """The net of ``key`` from :func:`nets_cache_dir`, trained (or resumed) first if it is not there.
+
+    Layout: ``<model>-<hash>/`` holds ``key.json`` (what was trained), ``train/`` (a skiplab run folder: epoch
+    checkpoints, metrics, manifest — so a stopped training resumes), and, once complete, ``net.safetensors`` and
+    ``run.json``.  An exclusive ``flock`` on ``lock`` keeps two processes from training the same net."""
+    import fcntl
+    import hashlib
+
+    from skiplab.io import write_json
+    from skiplab.train import TrainConfig, train
+    from skiplab.weights import load_weights, save_weights
+
+    folder = nets_cache_dir() / f"{tc.model}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise NetBusy(str(folder)) from None
+        if (folder / "run.json").is_file() and (folder / "net.safetensors").is_file():
+            run = _run_from_json(json.loads((folder / "run.json").read_text()))
+            net = build(run.model, run.model_kwargs)
+            load_weights(net, folder / "net.safetensors")
+            return run, {k: v.detach().clone() for k, v in net.state_dict().items()}
+        write_json(folder / "key.json", json.loads(key))
+        run_dir = folder / "train"
+        t0 = time.perf_counter()
+        builder = LOCAL_BUILDERS.get(tc.model)
+        if (run_dir / "checkpoints" / "latest.safetensors").is_file():
+            runtime = dict(num_threads=tc.num_threads, device=tc.device, progress=tc.progress)
+            result = train(TrainConfig(resume=str(run_dir), **runtime), on_epoch=on_epoch, builder=builder)
+        else:
+            if run_dir.exists():  # a run stopped before its first checkpoint: nothing to keep
+                import shutil
+
+                shutil.rmtree(run_dir)
+            result = train(tc.replace(out=str(run_dir)), on_epoch=on_epoch, builder=builder)
+        if result.status != "completed":
+            raise RuntimeError(f"training of {tc.model} stopped ({result.status}); run the same command again to "
+                               f"continue it from {run_dir}")
+        records = _read_records(run_dir / "metrics.jsonl")
+        wall = float(result.final.get("wall_time_s", time.perf_counter() - t0))
+        run = _summarise(recipe, result.model, result.model_kwargs, result.history, records, tc.model, tc.seed,
+                         label, wall, train_ds)
+        net = result.model.eval()
+        save_weights(net, folder / "net.safetensors")
+        write_json(folder / "run.json", dataclasses.asdict(run))
+        return run, {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """A run's metric records, one per (kind, step): a resumed run logs again the steps after its checkpoint."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            latest[(rec.get("kind", ""), int(rec.get("step", 0)))] = rec
+    return sorted(latest.values(), key=lambda r: (int(r.get("step", 0)), r.get("kind") != "step"))
+
+
+def _run_from_json(data: dict[str, Any]) -> Run:
+    from skiplab.experiments.base import from_dict
+
+    return from_dict(Run, data)
 
 
 @dataclass
@@ -307,16 +455,24 @@ class ComparisonResult:
 
 def train_jobs(recipe: Recipe, jobs: list[tuple[str, str, dict[str, Any], int]], progress: Progress | None
                ) -> list[Run]:
-    """Train each ``(label, model, model_kwargs, seed)`` in turn with ``recipe``, reporting per net and epoch."""
-    runs = []
-    for i, (label, model, kwargs, seed) in enumerate(jobs):
-        what = f"training {label}, seed {seed}"
-        report_progress(progress, i, len(jobs), what)
-        run, _ = train_net(recipe, model, kwargs, seed, label=label, on_epoch=epoch_progress(progress, i, len(jobs),
-                                                                                             what))
-        runs.append(run)
+    """Train each ``(label, model, model_kwargs, seed)`` with ``recipe``, reporting per net and epoch; the runs come
+    back in job order.  With ``recipe.cache``, a net another process is training now is left for later (then
+    waited for), so several processes started on one experiment share its nets between them."""
+    runs: dict[int, Run] = {}
+    pending = list(enumerate(jobs))
+    for wait in (False, True):
+        deferred = []
+        for i, (label, model, kwargs, seed) in pending:
+            what = f"training {label}, seed {seed}"
+            report_progress(progress, len(runs), len(jobs), what)
+            try:
+                runs[i], _ = train_net(recipe, model, kwargs, seed, label=label, wait=wait,
+                                       on_epoch=epoch_progress(progress, len(runs), len(jobs), what))
+            except NetBusy:
+                deferred.append((i, (label, model, kwargs, seed)))
+        pending = deferred
     report_progress(progress, len(jobs), len(jobs), "done")
-    return runs
+    return [runs[i] for i in range(len(jobs))]
 
 
 def run_comparison(result_cls: type[ComparisonResult], recipe: Recipe,

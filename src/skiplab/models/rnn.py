@@ -112,6 +112,14 @@ class RNNClassifier(SkipNet):
         ]))
 
     def check_input(self, x: torch.Tensor) -> None:
+        if isinstance(x, torch.Tensor) and x.dim() == 4:  # what `skiplab train` feeds: (N, C, H, W) images
+            wants = (f"token ids (batch, time) below vocab_size={self.vocab_size}" if self.vocab_size is not None
+                     else f"sequences (batch, time, input_size={self.in_channels})")
+            raise ValueError(
+                f"rnn_classifier takes {wants}; got images of shape {tuple(x.shape)}. `skiplab train` trains on "
+                "image datasets (skiplab data list), which a recurrent classifier does not read: train it from "
+                "Python on sequence data, as examples/seq_mnist_bilstm_torch.py does (MNIST rows as time steps)"
+            )
         if self.vocab_size is None:
             return super().check_input(x)
         if not isinstance(x, torch.Tensor):

@@ -2,7 +2,10 @@
 
 ``unet()``: ``depth`` (4) encoder steps from ``base_width`` (64) channels doubling to ``base_width * 2**depth``
 (1024), the mirrored decoder, and a 1x1 conv head to ``num_classes`` maps.  Output ``(N, num_classes, H, W)``
-for input ``(N, in_channels, H, W)``.  ``plain_unet()`` is the same encoder-decoder without the long skips.
+for input ``(N, in_channels, H, W)``.  ``plain_unet()`` is the same encoder-decoder without the long skips;
+``unet(skip="residual")`` adds each bridge to the upsampled path instead of concatenating it (LinkNet's additive
+merge in U-Net's decoder: the decoder's first convs take half the channels, so it has the plain twin's parameter
+count).
 
 SkipNet layout: ``stem`` is the full-resolution DoubleConv, ``stages`` the encoder steps, ``decoder`` the
 :class:`~skiplab.blocks.unet.UpBlock` s (the skip-bearing blocks) and ``head`` the 1x1 conv.
@@ -41,7 +44,10 @@ def unet_decoder(widths: list[int], *, norm: str, up_mode: str, skip: str) -> nn
 
 
 class UNet(SkipNet):
-    """U-Net with long concatenating skips (``skip="concat"``) or without them (``skip="none"``)."""
+    """U-Net with long concatenating skips (``skip="concat"``), additive ones (``skip="residual"``) or without them
+    (``skip="none"``)."""
+
+    dense_output = True  # per-pixel logits: a segmentation model (skiplab.train checks models against the data)
 
     def __init__(
         self,

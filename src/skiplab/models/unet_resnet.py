@@ -54,6 +54,7 @@ class ResNetEncoderDecoder(SkipNet):
 
     decoder: nn.Module
     head: nn.Module
+    dense_output = True  # per-pixel logits: a segmentation model (skiplab.train checks models against the data)
 
     def __init__(self, encoder_depth: int, *, in_channels: int, num_classes: int, skip: str, norm: str) -> None:
         super().__init__()

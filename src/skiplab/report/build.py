@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from skiplab.experiments import experiments, get_experiment
-from skiplab.experiments.base import ExperimentSpec, Progress
+from skiplab.experiments.base import ExperimentSpec, Progress, resolve_setting
 from skiplab.io import atomic_write_text, build_manifest, write_json
 from skiplab.report.artifacts import load_result, render_figures, rerun_command, same_config, save_experiment
 from skiplab.report.html import Section, render_page
@@ -27,7 +27,7 @@ def select(names: Sequence[str] | None) -> list[ExperimentSpec]:
 
 def build_report(out: Path | str, *, quick: bool = False, reuse: bool = False, names: Sequence[str] | None = None,
                  on_experiment: OnExperiment | None = None, configs: Mapping[str, Any] | None = None,
-                 strict: bool = False) -> Path:
+                 strict: bool = False, setting: str | None = None) -> Path:
     """Run the experiments (or, with ``reuse``, load ``OUT/<name>/result.json`` when its config matches the one
     that would run) and write the page.  Returns the path of ``index.html``.
 
@@ -36,13 +36,14 @@ def build_report(out: Path | str, *, quick: bool = False, reuse: bool = False, n
     showing its error (and ``"error"`` in the manifest) unless ``strict``, which re-raises."""
     out = Path(out)
     t0 = time.perf_counter()
+    setting = resolve_setting(quick, setting)
     specs = select(names)
     sections: list[Section] = []
     for i, spec in enumerate(specs):
         progress = on_experiment(i, len(specs), spec) if on_experiment else None
         folder = out / spec.name
-        cfg = configs[spec.name] if configs and spec.name in configs else spec.config(quick)
-        command = rerun_command(spec.name, folder, quick=quick)
+        cfg = configs[spec.name] if configs and spec.name in configs else spec.config(setting=setting)
+        command = rerun_command(spec.name, folder, setting=setting)
         result, notes = None, []
         if reuse:
             saved = load_result(spec, folder)
@@ -55,7 +56,7 @@ def build_report(out: Path | str, *, quick: bool = False, reuse: bool = False, n
             if result is None:
                 result = spec.run(cfg, progress=progress)
             figures = render_figures(spec, result)
-            save_experiment(spec, result, folder, quick=quick, command=command, figures=figures)
+            save_experiment(spec, result, folder, setting=setting, command=command, figures=figures)
         except Exception as e:  # one broken experiment must not hide the others: its section shows the error
             if strict:
                 raise
@@ -66,17 +67,28 @@ def build_report(out: Path | str, *, quick: bool = False, reuse: bool = False, n
     import skiplab
 
     wall = time.perf_counter() - t0
-    setting = "quick (demo) settings" if quick else "full settings"
+    described = {"quick": "quick (demo) settings", "cifar": "real-data (cifar) settings",
+                 "full": "full settings"}[setting]
+    from skiplab.report.artifacts import machine_label
+
     page = render_page(
         sections,
-        subtitle=f"Generated {time.strftime('%Y-%m-%d %H:%M')} with {setting} in {wall:.0f} s. Every verdict below is "
+        subtitle=f"Generated {time.strftime('%Y-%m-%d %H:%M')} with {described} in {wall:.0f} s on {machine_label()}. "
+                 "Every verdict below is "
                  "computed from this run's numbers; each section ends with the command that reruns it.",
         footer=f"skiplab {skiplab.__version__}. Rebuild this page with: skiplab report --out {out}"
-               + (" --quick" if quick else "") + " --reuse",
+               + {"quick": " --quick", "cifar": " --setting cifar", "full": ""}[setting] + " --reuse",
     )
     index = atomic_write_text(out / "index.html", page)
+    from skiplab.report.markdown import results_markdown
+
+    atomic_write_text(out / "RESULTS.md", results_markdown(  # every experiment: those not run here are listed
+        out, experiments(), title=f"skiplab results ({described})",
+        intro=f"Generated {time.strftime('%Y-%m-%d %H:%M')} on {machine_label()} from the saved results in this "
+              "folder; the page with figures and tables is index.html."))
     write_json(out / "manifest.json", build_manifest(
-        kind="report", config={"quick": quick, "reuse": reuse, "experiments": [s.name for s in specs]},
+        kind="report", config={"quick": setting == "quick", "setting": setting, "reuse": reuse,
+                             "experiments": [s.name for s in specs]},
         device="cpu", wall_time_s=wall,
         extra={"sections": [{"experiment": s.spec.name, "reused": s.reused, "error": s.error,
                              "wall_time_s": getattr(s.result, "wall_time_s", None),

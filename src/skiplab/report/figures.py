@@ -422,4 +422,5 @@ def signal_rms(result: Any) -> Figure:
 
 from skiplab.report import figures_analysis  # noqa: E402,F401  (registers the lesion/landscape/features figures)
 from skiplab.report import figures_training  # noqa: E402,F401  (registers the training-comparison figures)
+from skiplab.report import figures_segmentation  # noqa: E402,F401  (unet_skips)
 from skiplab.report import figures_studies  # noqa: E402,F401  (two_layer, identity_fit, exploding, sigmoid slope)

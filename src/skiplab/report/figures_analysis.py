@@ -268,6 +268,63 @@ def features_maps(result: Any) -> Figure | None:
     return fig
 
 
+@figure("features", "branch_maps",
+        "What each block adds, for the first shown digit (first seed): per block, the channel mean of what enters "
+        "it (x), of what its branch computes (F(x), before the merge) and of what leaves it.  In the residual net "
+        "the output is x + F(x): the digit stays visible through every block and F(x) is a correction; in the "
+        "plain twin the output is F(x) alone and each block redraws the picture.", dpi=80)
+def features_branch_maps(result: Any) -> Figure | None:
+    nets = {n.skip: n for n in reversed(result.nets) if n.block_views}
+    if not nets:
+        return None
+    skips = [s for s in ("residual", "none") if s in nets]
+    k = max(len(nets[s].block_views) for s in skips)
+    fig = Figure(figsize=(1.3 * 3 * len(skips) + 0.6, 1.25 * k + 0.8), layout="constrained")
+    axes = fig.subplots(k, 3 * len(skips), squeeze=False)
+    for j, skip in enumerate(skips):
+        for b in range(k):
+            for c, name in enumerate(("x", "F(x)", "out")):
+                ax = axes[b][3 * j + c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                if b < len(nets[skip].block_views):
+                    m = np.asarray(nets[skip].block_views[b][c], dtype=float)
+                    if name == "F(x)":  # signed: white = adds nothing, red / blue = adds / removes
+                        lim = float(np.abs(m).max()) or 1.0
+                        ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+                    else:
+                        ax.imshow(m, cmap="gray")
+                if b == 0:
+                    ax.set_title(f"{_label(skip, result.config.depth)}\n{name}" if c == 0 else name, fontsize=8)
+                if c == 0 and j == 0:
+                    ax.set_ylabel(f"block {b + 1}", fontsize=8)
+    fig.suptitle("Residual branches F(x) beside their inputs and outputs", x=0.02, ha="left")
+    return fig
+
+
+@figure("features", "first_filters",
+        "The first layer's 3x3 filters after training (first seed), residual net above, plain twin below; each "
+        "filter scaled to its own range, input channels averaged.", dpi=90)
+def features_filters(result: Any) -> Figure | None:
+    nets = [n for skip in ("residual", "none") for n in result.nets[:2] if n.skip == skip and n.filters]
+    if not nets:
+        return None
+    n_f = len(nets[0].filters)
+    fig = Figure(figsize=(0.55 * n_f + 1.2, 0.75 * len(nets) + 0.6), layout="constrained")
+    axes = fig.subplots(len(nets), n_f, squeeze=False)
+    for r, n in enumerate(nets):
+        for f in range(n_f):
+            ax = axes[r][f]
+            ax.imshow(_unit_range(np.asarray(n.filters[f], dtype=float).mean(0)), cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        axes[r][0].set_ylabel(_label(n.skip, result.config.depth), fontsize=7)
+    fig.suptitle("First-layer filters", x=0.02, ha="left")
+    return fig
+
+
 def _unit_range(img: np.ndarray) -> np.ndarray:
     lo, hi = img.min(), img.max()
     return (img - lo) / (hi - lo) if hi > lo else img * 0

@@ -193,7 +193,7 @@ def _net_colors(nets: Any) -> dict[str, str]:
         "Training the same nets on inputs of growing scale.  Left and middle: loss and gradient norm per step for "
         "the largest input scale (solid) and standardised inputs (dotted), first seed; a cross marks the last "
         "finite value before inf/NaN.  Right: the step at which each seed blew up (loss or gradient inf/NaN, or a "
-        "gradient norm above the blow-up threshold, 1e6 by default).")
+        "gradient norm above the blow-up threshold, 1e5 by default).")
 def exploding_divergence(result: Any) -> Figure | None:
     from skiplab.experiments.exploding import blowup_steps
 

@@ -18,6 +18,7 @@ SCHEDULE_UNITS = ("epochs", "steps")
 AMP_MODES = ("none", "bf16", "fp16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
+LOSSES = ("ce", "dice", "ce+dice")  # segmentation: per-pixel cross-entropy, soft Dice, their sum; classifiers: ce
 
 # Named presets.  Each is a dict of TrainConfig overrides; a user's own overrides win over the recipe's.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -73,9 +74,9 @@ class TrainConfig:
 
     Length: ``epochs`` or ``max_steps`` (optimizer steps), exactly one.  ``schedule_unit`` says whether
     ``milestones`` and ``warmup`` count epochs or steps.  ``amp="auto"`` picks bf16 autocast on a CUDA
-    device that supports it (fp16 otherwise) and float32 on CPU: measured here (benchmarks/bench_train.py),
-    bf16 autocast made ResNet-20 training ~10x *slower* on CPU — the VM exposes only AVX2, so oneDNN runs
-    bf16 convolutions through a slow reference path.
+    device that supports it (fp16 otherwise), bf16 on a CPU that computes bf16 natively and float32 on other
+    CPUs (see :func:`skiplab.speed.auto_autocast_dtype`; parameters, BatchNorm statistics and optimizer state
+    stay float32 under autocast).
     ``out=None`` trains in memory (no files, no signal handling) — what experiments use.
     ``resume`` names a run folder: training continues from its latest checkpoint with the saved config
     (the other fields are then ignored).
@@ -107,6 +108,7 @@ class TrainConfig:
     warmup: float = 0  # linear warmup length (schedule_unit); the peak position for "onecycle"
     min_lr_factor: float = 0.0  # "cosine" anneals to lr * min_lr_factor
     label_smoothing: float = 0.0
+    loss: str = "ce"  # segmentation data may use "dice" or "ce+dice"; classification is always "ce"
     grad_clip: float | None = None  # max global gradient norm
     crop_padding: int = 4
     flip: bool = True
@@ -157,6 +159,7 @@ class TrainConfig:
         _choice("schedule_unit", self.schedule_unit, SCHEDULE_UNITS)
         _choice("amp", self.amp, AMP_MODES)
         _choice("progress", self.progress, PROGRESS_MODES)
+        _choice("loss", self.loss, LOSSES)
         if not (self.device in DEVICES or (isinstance(self.device, str) and self.device.startswith("cuda:"))):
             raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))} or 'cuda:N'; got {self.device!r}")
         if self.recipe is not None:

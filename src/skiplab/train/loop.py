@@ -35,10 +35,12 @@ from skiplab.train import distributed as dist_
 from skiplab.train.checkpoint import load_checkpoint, load_model_state, remove_stale_temps, save_checkpoint
 from skiplab.train.config import TrainConfig
 from skiplab.train.faults import fault_point
-from skiplab.train.metrics import (Display, MetricsLog, accumulate, epoch_record, resolve_mode, window_record,
-                                   zero_acc)
+from skiplab.train.metrics import (CSV_COLUMNS, SEG_CSV_COLUMNS, Display, MetricsLog, accumulate, epoch_record,
+                                   resolve_mode, window_record, zero_acc)
 from skiplab.train.optim import build_optimizer, match_state_layout
 from skiplab.train.schedule import Schedule
+from skiplab.train.segmentation import (IGNORE_INDEX, SEG_METRICS, SegmentationLoss, check_model_task,
+                                        evaluate_segmentation)
 
 RUN_MARKERS = ("manifest.json", "checkpoints", "metrics.jsonl")
 # Settings a resumed run may change: where and how it executes, not what it computes.
@@ -81,18 +83,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: float32).  ``auto``: bf16 on a CUDA GPU that has it, fp16 on older GPUs,
-    float32 on CPU — measured on this machine (torch reports CPU capability AVX2; no AVX-512 BF16 is exposed
-    to the VM), bf16 autocast made ResNet-20 training about 10x slower: 6 vs 56 images/s, one thread."""
+    """The autocast dtype (None: float32).  ``auto``: :func:`skiplab.speed.auto_autocast_dtype` — bf16 on a CUDA
+    GPU that has it (fp16 on older GPUs), bf16 on a CPU that computes it natively (AVX-512 BF16 / AMX / Arm BF16),
+    float32 on other CPUs, where bf16 is emulated (measured ~10x slower on an AVX2-only EPYC)."""
+    from skiplab.speed import auto_autocast_dtype
+
     if amp == "none":
         return None
     if amp == "bf16":
         return torch.bfloat16
     if amp == "fp16":
         return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+    return auto_autocast_dtype(device)[0]
 
 
 TTA_MODES = ("none", "flip")
@@ -233,9 +235,11 @@ def prepare_run_dir(out: str, *, overwrite: bool, create: bool = True) -> Path:
 
 
 def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int,
-                 builder: Callable[..., nn.Module] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                 builder: Callable[..., nn.Module] | None = None, *,
+                 always_in_channels: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """The model (``builder(**kwargs)``, by default the registry's ``cfg.model``) with kwargs completed from the
-    data (classes, channels) when the user did not set them."""
+    data (classes, channels) when the user did not set them.  Classifiers get ``in_channels`` only when it is not
+    3 (their default); ``always_in_channels`` (segmentation: U-Net's default is 1) passes it always."""
     from skiplab.registry import create_model
 
     if builder is None:
@@ -245,7 +249,7 @@ def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int,
     auto = {}
     if "num_classes" not in kwargs:
         auto["num_classes"] = num_classes
-    if "in_channels" not in kwargs and in_channels != 3:
+    if "in_channels" not in kwargs and (in_channels != 3 or always_in_channels):
         auto["in_channels"] = in_channels
     try:
         model = builder(**kwargs, **auto)
@@ -347,8 +351,10 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
 
     # ---- data
     train_ds = load_dataset(cfg.data, "train", data_dir=cfg.data_dir, **cfg.data_options)
-    if train_ds.task != "classification":
-        raise ValueError(f"data={cfg.data!r} is a {train_ds.task} dataset; skiplab train trains classifiers")
+    seg = train_ds.task == "segmentation"  # per-pixel masks: skiplab.train.segmentation's loss and metrics
+    if cfg.loss != "ce" and not seg:
+        raise ValueError(f"loss={cfg.loss!r} is for segmentation data; data={cfg.data!r} is a {train_ds.task} "
+                         f"dataset, trained with loss='ce' (cross-entropy)")
     val_ds = None
     if cfg.val_split:
         if cfg.val_split >= len(train_ds):
@@ -376,8 +382,11 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
     if isinstance(n_cls, int) and n_cls < train_ds.num_classes:
         raise ValueError(f"model_kwargs num_classes={n_cls} is too small: data={cfg.data!r} has labels 0.."
                          f"{train_ds.num_classes - 1} ({train_ds.num_classes} classes)")
-    model, model_kwargs = _build_model(cfg, train_ds.num_classes, train_ds.image_shape[0], builder)
+    model, model_kwargs = _build_model(cfg, train_ds.num_classes, train_ds.image_shape[0], builder,
+                                       always_in_channels=seg)
     model.to(device)
+    check_model_task(model, train_ds.image_shape, train_ds.task, train_ds.num_classes, model_name=cfg.model,
+                     data_name=cfg.data, device=device)
     hazard = channels_last_hazard(model, device) if cfg.channels_last else None
     if hazard is not None:
         warnings.warn(f"channels_last off: layer {hazard!r} (a 1x1 strided conv with <8 input channels) crashes "
@@ -458,7 +467,7 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
         write_json(run_dir / "manifest.json", build_manifest(
             kind="train", config=cfg.to_dict(), seeds=[cfg.seed], model_name=cfg.model, model_kwargs=model_kwargs,
             device=str(device), extra=manifest_extra))
-    log = MetricsLog(run_dir if main else None)
+    log = MetricsLog(run_dir if main else None, columns=SEG_CSV_COLUMNS if seg else CSV_COLUMNS)
     log.start(resume_step=step if ckpt is not None else None)
     display = Display(resolve_mode(cfg.progress, run_dir is not None) if main else "none", total_steps)
 
@@ -505,7 +514,9 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
             f"{where[0].upper() + where[1:]}.")
 
     # ---- the loop
-    train_step = make_train_step(fwd, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+    criterion = SegmentationLoss(cfg.loss, cfg.label_smoothing) if seg else \
+        nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    train_step = make_train_step(fwd, optimizer, criterion,
                                  device=device, amp=amp, scaler=scaler, grad_clip=cfg.grad_clip)
     display.start(step)
     stop_sig = None
@@ -532,7 +543,8 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
                     n = y.shape[0]
                     epoch_images += n * info.world_size
                     window["images"] += n * info.world_size
-                    accumulate(acc_state, loss, logits, y, n, step)
+                    # segmentation: loss and accuracy are means over labelled pixels (a device tensor: no sync)
+                    accumulate(acc_state, loss, logits, y, (y != IGNORE_INDEX).sum() if seg else n, step)
                     fault_point("step")
                     last = step >= total_steps
                     if step % cfg.log_every == 0 or last:
@@ -559,10 +571,16 @@ def _train(cfg: TrainConfig, ckpt: Any, device: torch.device, info: dist_.DistIn
                 rec = epoch_record(acc_state, info, step, epoch, lr, time.perf_counter() - epoch_t0, epoch_images,
                                     time.perf_counter() - t_start)
                 rec["data_time_s"] = clock["data"]
+                if seg:  # like val/test loss and acc: None in an epoch without evaluation
+                    rec.update(dict.fromkeys(f"{s}_{k}" for s in ("val", "test") for k in SEG_METRICS))
                 t_eval = time.perf_counter()
                 if (cfg.eval_every and epoch % cfg.eval_every == 0) or step >= total_steps:
                     for name, el in eval_loaders.items():
-                        rec[f"{name}_loss"], rec[f"{name}_acc"] = evaluate(model, el, device, amp=amp)
+                        if seg:
+                            m = evaluate_segmentation(model, el, device, amp=amp)
+                            rec.update({f"{name}_{k}": m[k] for k in ("loss", "acc", *SEG_METRICS)})
+                        else:
+                            rec[f"{name}_loss"], rec[f"{name}_acc"] = evaluate(model, el, device, amp=amp)
                 rec["eval_time_s"] = time.perf_counter() - t_eval
                 history.append(rec)
                 epoch_step = 0

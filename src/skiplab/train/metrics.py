@@ -27,14 +27,17 @@ from skiplab.train import distributed as dist_
 TIMING_FIELDS = ("images_per_s", "epoch_time_s", "data_time_s", "eval_time_s", "time_s")
 CSV_COLUMNS = ("kind", "epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
                "test_acc", "images_per_s", "epoch_time_s", "data_time_s", "eval_time_s", "time_s")
+# segmentation runs: acc is pixel accuracy; mean IoU and boundary F1 (skiplab.train.segmentation) per split
+SEG_CSV_COLUMNS = CSV_COLUMNS + ("val_miou", "val_boundary_f1", "test_miou", "test_boundary_f1")
 
 
 class MetricsLog:
-    """Appends records to ``run_dir/metrics.jsonl`` and ``run_dir/metrics.csv``; with ``run_dir=None`` it
-    only keeps them in memory (``records``)."""
+    """Appends records to ``run_dir/metrics.jsonl`` and ``run_dir/metrics.csv`` (``columns``); with
+    ``run_dir=None`` it only keeps them in memory (``records``)."""
 
-    def __init__(self, run_dir: Path | None) -> None:
+    def __init__(self, run_dir: Path | None, columns: tuple[str, ...] = CSV_COLUMNS) -> None:
         self.run_dir = run_dir
+        self.columns = columns
         self.records: list[dict[str, Any]] = []
 
     @property
@@ -61,7 +64,7 @@ class MetricsLog:
         self.records = kept
         atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in kept))
         buf = io.StringIO()
-        w = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w = csv.DictWriter(buf, self.columns, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(kept)
         atomic_write_text(self.csv, buf.getvalue())
@@ -74,7 +77,7 @@ class MetricsLog:
         with open(self.jsonl, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         with open(self.csv, "a", encoding="utf-8", newline="") as f:
-            csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n").writerow(record)
+            csv.DictWriter(f, self.columns, extrasaction="ignore", lineterminator="\n").writerow(record)
 
 
 def _fmt(v: float | None, pct: bool = False) -> str:
@@ -138,6 +141,8 @@ class Display:
         for split in ("val", "test"):
             if rec.get(f"{split}_acc") is not None:
                 parts.append(f"{split} {_fmt(rec[f'{split}_loss'])} / {_fmt(rec[f'{split}_acc'], True)}")
+            if rec.get(f"{split}_miou") is not None:  # segmentation: acc above is pixel accuracy
+                parts.append(f"mIoU {_fmt(rec[f'{split}_miou'], True)} BF1 {_fmt(rec[f'{split}_boundary_f1'], True)}")
         parts += [f"lr {rec['lr']:.4g}", f"{rec['images_per_s']:.0f} img/s", f"{rec['epoch_time_s']:.1f}s",
                   f"ETA {_eta(self.eta(rec['step']))}"]
         line = "  ".join(parts)
