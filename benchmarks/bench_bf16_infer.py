@@ -126,8 +126,9 @@ def main() -> None:
         from skiplab.analysis.hooks import calibrate_batchnorm
 
         calibrate_batchnorm(r50, xs[:64])  # BN statistics of real (upscaled) images, eval mode
-        show(f"resnet50, random weights (BN statistics from 64 of the images), {len(xs)} CIFAR-10 test images "
-             f"upscaled to 224x224 - argmax over 1000 meaningless classes: a weak test", compare(r50, xs, None, 32))
+        show(f"resnet50, random weights (BN statistics from {min(64, len(xs))} of the images), {len(xs)} CIFAR-10 "
+             f"test images upscaled to 224x224 - argmax over 1000 meaningless classes: a weak test",
+             compare(r50, xs, None, 32))
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 

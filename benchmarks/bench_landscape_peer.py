@@ -15,10 +15,10 @@ faster — measured 2.51 vs 2.53 s a point here — so this is the peer at its b
 
 Zero BN biases: the package's filter normalisation treats each entry of a 1-D parameter as a filter and divides
 by the direction's norm there, which is 0/0 where the parameter is zero (every BN shift of a freshly initialised
-net): its surface is all NaN.  It cannot be told to skip them, so the peer gets a copy whose zero 1-D entries are
-nudged to ``--nudge`` (1e-6); ours runs on the net as it is (its directions are zero on 1-D parameters, as the
-paper's ``--xignore biasbn``).  ``--weights init`` runs that case (a freshly initialised net, BN statistics set from
-the images).
+net): it stops with ``ZeroDivisionError``.  It cannot be told to skip them, so the peer gets a copy whose zero 1-D
+entries are nudged to ``--nudge`` (1e-6); ours runs on the net as it is (its directions are zero on 1-D
+parameters, as the paper's ``--xignore biasbn``).  ``--weights init`` runs that case (a freshly initialised net,
+BN statistics set from the images).
 
 The bf16 engine's surface is compared with the float32 engine's on the same grid: largest absolute and relative
 loss difference, accuracy difference, and whether the contour picture changes (grid points that fall in a
@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 
 from skiplab.analysis.hooks import calibrate_batchnorm
-from skiplab.analysis.landscape import GridEvaluator, axis, evaluate_surface, random_direction
+from skiplab.analysis.landscape import GridEvaluator, axis, convex_fraction, evaluate_surface, random_direction
 from skiplab.data import BatchLoader, load_dataset
 from skiplab.registry import create_model
 from skiplab.weights import load_weights
@@ -130,6 +130,8 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="cpu")
     ap.add_argument("--nudge", type=float, default=1e-6, help="value for the peer's zero 1-D parameter entries")
     ap.add_argument("--peer-site", default=None, help="directory holding loss_landscapes (pip install --target)")
+    ap.add_argument("--compare-grid", type=int, default=0,
+                    help="compare the bf16 and float32 engines' surfaces on this finer grid (default: the timed one)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.peer_site:
@@ -158,9 +160,12 @@ def main() -> None:
     print(f"{args.model}, {what}; {len(x)} CIFAR-10 test images; {args.grid}x{args.grid} grid; "
           f"{args.rounds} alternating rounds, set-up included")
     if n_nudged:
-        probe = run_peer(ll, model, x[:64], y[:64], 1)  # one point on the net as it is
-        print(f"{n_nudged} zero entries of 1-D parameters: loss-landscapes on the net as it is gives "
-              f"{probe.ravel().tolist()} (one point); the peer gets them nudged to {args.nudge:g}")
+        try:  # one point on the net as it is
+            got = f"{run_peer(ll, model, x[:64], y[:64], 1).ravel().tolist()} (one point)"
+        except ZeroDivisionError as e:
+            got = f"ZeroDivisionError ({e})"
+        print(f"{n_nudged} zero entries of 1-D parameters: loss-landscapes on the net as it is: {got}; the peer "
+              f"gets them nudged to {args.nudge:g}")
     now = time.process_time if args.clock == "cpu" else time.perf_counter
     sides = {"loss-landscapes random_plane": lambda: run_peer(ll, peer_model, x, y, args.grid)}
     for e in engines:
@@ -190,18 +195,27 @@ def main() -> None:
     ours = {e: results[f"ours, GridEvaluator engine={e}"] for e in engines}
     mid = args.grid // 2
     for e, (loss, acc) in ours.items():
-        print(f"ours {e}: loss min {loss.min():.4f}, max {loss.max():.4f}; at (0, 0) {loss[mid, mid]:.6f} "
-              f"(the model's own loss {centre:.6f})")
+        at0 = f"; at (0, 0) {loss[mid, mid]:.6f} (the model's own loss {centre:.6f})" if args.grid % 2 else ""
+        print(f"ours {e}: loss min {loss.min():.4f}, max {loss.max():.4f}{at0}")
     cmp = {}
+    grid = args.grid
+    if args.compare_grid:  # the precision comparison on a finer grid (not timed)
+        grid = args.compare_grid
+        ours = {e: run_ours(model, x, y, grid, e, args.chunk) for e in ("torch", "bf16")}
     if "torch" in ours and "bf16" in ours:
+        points = grid ** 2
         (l32, a32), (l16, a16) = ours["torch"], ours["bf16"]
         d = np.abs(l16 - l32)
         cmp = {"max_abs": float(d.max()), "max_rel": float((d / np.abs(l32)).max()),
                "max_acc_diff": float(np.abs(a16 - a32).max()), "bands_changed": bands(l16, l32),
                "argmin_same": bool(np.argmin(l16) == np.argmin(l32))}
+        xs = axis(grid, 1.0)
+        cmp["convex_fraction"] = [convex_fraction(l32, xs, xs), convex_fraction(l16, xs, xs)]
         print(f"bf16 vs float32 engine over the {points} points: loss max |diff| {cmp['max_abs']:.2e}, max relative "
               f"{cmp['max_rel']:.2e}; accuracy max |diff| {cmp['max_acc_diff']:.4f}; points in another of 12 contour "
-              f"bands {cmp['bands_changed']}/{points}; same minimum point: {cmp['argmin_same']}")
+              f"bands {cmp['bands_changed']}/{points}; same minimum point: {cmp['argmin_same']}; locally convex "
+              f"share of the interior (the landscape experiment's measure) {cmp['convex_fraction'][0]:.3f} float32, "
+              f"{cmp['convex_fraction'][1]:.3f} bf16")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows, "bf16_vs_float32": cmp,

@@ -40,3 +40,16 @@ for ((w = 1; w < WORKERS; w++)); do worker "$w" & done
 worker 0
 wait
 "$SKIPLAB" report --setting cifar --out "$OUT" --reuse
+# RESULTS.md at the top of the repository: the same rows, linked into results/cifar/
+.venv/bin/python - "$OUT" <<'PY'
+import sys
+from skiplab.experiments import experiments
+from skiplab.report.markdown import results_markdown
+out = sys.argv[1]
+intro = (f"One row per claim of the real-data setting (`--setting cifar`), from the results saved in `{out}/` "
+         f"(page: [{out}/index.html]({out}/index.html)). Verdicts are computed from each run's numbers; a claim that "
+         "did not hold at this budget says so. Produced by `bash benchmarks/cifar_set.sh 2`; budgets and wall times "
+         "per experiment are in the rows and in each folder's manifest.json.")
+open("RESULTS.md", "w").write(results_markdown(out, experiments(), title="Results on real data", intro=intro,
+                                               link_base=f"{out}/"))
+PY

@@ -170,7 +170,7 @@ def test_setting_flag_reaches_the_saved_manifest_and_rerun_command(cifar_slice: 
     from skiplab.cli import main
     from skiplab.io import read_json
 
-    out = tmp_path / "deg"
+    out = tmp_path / "degradation"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonOfficialDataWarning)
         main(["experiment", "degradation", "--setting", "cifar", "--set", "steps=2", "--set", "batch_size=16",
@@ -179,6 +179,24 @@ def test_setting_flag_reaches_the_saved_manifest_and_rerun_command(cifar_slice: 
     manifest = read_json(out / "manifest.json")
     assert manifest["setting"] == "cifar" and "--setting cifar" in manifest["rerun"]
     assert manifest["machine"]["cpu"] and "amp_auto_cpu" in manifest["machine"]
+    # RESULTS.md rows come from the saved result: one per claim, its verdict, its command; the rest listed as not run
+    from skiplab.report.markdown import results_markdown
+
+    md = results_markdown(tmp_path, experiments(), link_base="results/")
+    result = read_json(out / "result.json")
+    rows = [line for line in md.splitlines() if line.startswith("| [The degradation problem](results/deg")]
+    assert len(rows) == len(result["claims"]) == 3
+    for row, claim in zip(rows, result["claims"]):
+        assert ("**held**" if claim["held"] else "**did not hold**") in row and "--setting cifar" in row
+    assert "Not run yet" in md and "skiplab experiment lesion --setting cifar" in md
+    # a set produced in pieces: the page of what is saved, nothing run, the saved figures as they were
+    from skiplab.report.build import build_report
+
+    png = (out / "curves.png").read_bytes()
+    index = build_report(tmp_path, setting="cifar", saved_only=True)
+    page = index.read_text()
+    assert 'id="degradation"' in page and 'id="lesion"' not in page and "--setting cifar" in page
+    assert (out / "curves.png").read_bytes() == png and (tmp_path / "RESULTS.md").is_file()
 
 
 def test_every_registered_experiment_resolves_the_cifar_setting() -> None:

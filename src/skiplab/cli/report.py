@@ -13,7 +13,8 @@ from skiplab.cli.experiment import progress_bar
 DEMO_OUT = Path("reports/demo")
 
 
-def run_report(out: Path, *, quick: bool, reuse: bool, only: list[str] | None, setting: str | None = None) -> Path:
+def run_report(out: Path, *, quick: bool, reuse: bool, only: list[str] | None, setting: str | None = None,
+               saved_only: bool = False) -> Path:
     from skiplab.report.build import build_report, select
 
     specs = select(only)
@@ -33,7 +34,7 @@ def run_report(out: Path, *, quick: bool, reuse: bool, only: list[str] | None, s
             return progress
 
         index = build_report(out, quick=quick, reuse=reuse, names=only, on_experiment=on_experiment,
-                             setting=setting)
+                             setting=setting, saved_only=saved_only)
         bar.update(overall, completed=len(specs))
     return index
 
@@ -47,13 +48,15 @@ def report_cmd(
     reuse: bool = typer.Option(False, "--reuse", help="Reuse OUT/<experiment>/result.json when its settings match."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Only this experiment (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute into a folder that already holds a report."),
+    saved_only: bool = typer.Option(False, "--saved-only", help="Run nothing: the page of the results saved in OUT "
+                                                                 "(e.g. a real-data set produced in pieces)."),
 ) -> None:
     """Run every registered experiment (or reuse saved results) and write one self-contained HTML page."""
-    if (out / "index.html").exists() and not (reuse or overwrite):
+    if (out / "index.html").exists() and not (reuse or overwrite or saved_only):
         raise ValueError(f"{out} already holds a report (index.html); pass --reuse to keep its saved results where "
                          f"the settings match, --overwrite to recompute everything, or choose another --out")
     t0 = time.perf_counter()
-    index = run_report(out, quick=quick, reuse=reuse, only=only, setting=setting)
+    index = run_report(out, quick=quick, reuse=reuse, only=only, setting=setting, saved_only=saved_only)
     console.print(f"report written in {time.perf_counter() - t0:.0f} s: {index.resolve()}", highlight=False)
     _exit_if_failed(out)
 

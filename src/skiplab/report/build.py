@@ -25,15 +25,29 @@ def select(names: Sequence[str] | None) -> list[ExperimentSpec]:
     return experiments() if not names else [get_experiment(n) for n in names]
 
 
+def _saved_section(spec: ExperimentSpec, result: Any, folder: Path, command: str) -> Section:
+    """A section of a saved result as it was saved: its PNGs (labelled with the machine that ran it) and command."""
+    from skiplab.io import read_json
+    from skiplab.report.artifacts import RenderedFigure
+    from skiplab.report.figures import figures_for
+
+    manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
+    figures = [RenderedFigure(fs, (folder / f"{fs.slug}.png").read_bytes(), folder / f"{fs.slug}.png")
+               for fs in figures_for(spec.name) if (folder / f"{fs.slug}.png").is_file()]
+    return Section(spec, result, figures, manifest.get("rerun", command), reused=True)
+
+
 def build_report(out: Path | str, *, quick: bool = False, reuse: bool = False, names: Sequence[str] | None = None,
                  on_experiment: OnExperiment | None = None, configs: Mapping[str, Any] | None = None,
-                 strict: bool = False, setting: str | None = None) -> Path:
+                 strict: bool = False, setting: str | None = None, saved_only: bool = False) -> Path:
     """Run the experiments (or, with ``reuse``, load ``OUT/<name>/result.json`` when its config matches the one
     that would run) and write the page.  Returns the path of ``index.html``.
 
     ``configs`` maps an experiment name to the Config to run instead of its quick/full default (the rerun
     command printed in the page then only reproduces the default).  An experiment that raises gets a section
-    showing its error (and ``"error"`` in the manifest) unless ``strict``, which re-raises."""
+    showing its error (and ``"error"`` in the manifest) unless ``strict``, which re-raises.  ``saved_only``: run
+    nothing — the page shows exactly the results saved in ``OUT/<name>/`` (their own figures and rerun commands,
+    whatever their configuration); experiments without one are left out of the page and listed in RESULTS.md."""
     out = Path(out)
     t0 = time.perf_counter()
     setting = resolve_setting(quick, setting)
@@ -45,6 +59,11 @@ def build_report(out: Path | str, *, quick: bool = False, reuse: bool = False, n
         cfg = configs[spec.name] if configs and spec.name in configs else spec.config(setting=setting)
         command = rerun_command(spec.name, folder, setting=setting)
         result, notes = None, []
+        if saved_only:
+            saved = load_result(spec, folder)
+            if saved is not None:
+                sections.append(_saved_section(spec, saved, folder, command))
+            continue
         if reuse:
             saved = load_result(spec, folder)
             if saved is not None and same_config(saved.config, cfg):

@@ -16,9 +16,10 @@ def _cell(text: Any) -> str:
 
 
 def results_markdown(out_dir: Path | str, specs: Sequence[ExperimentSpec], *, title: str = "Results",
-                     intro: str = "") -> str:
+                     intro: str = "", link_base: str = "") -> str:
     """A markdown page of every claim of the experiments saved under ``out_dir/<name>/`` (missing ones are listed
-    as not run yet, with the command that runs them)."""
+    as not run yet, with the command that runs them).  ``link_base``: prefix of the links to the experiments'
+    folders (the page's own folder is ``out_dir`` when empty)."""
     out = Path(out_dir)
     lines = [f"# {title}", ""] + ([intro, ""] if intro else [])
     lines += ["| experiment | paper | claim | ours (measured) | verdict | command |", "|---|---|---|---|---|---|"]
@@ -35,9 +36,11 @@ def results_markdown(out_dir: Path | str, specs: Sequence[ExperimentSpec], *, ti
         timing = (f" Ran in {wall / 60:.1f} min" if isinstance(wall, (int, float)) else "") + budget(result) + "."
         for claim in getattr(result, "claims", []):
             verdict = "**held**" if claim.held else "**did not hold**"
-            lines.append(f"| [{_cell(spec.title)}]({spec.name}/) | {_cell(spec.citation)} | {_cell(claim.statement)} | "
+            lines.append(f"| [{_cell(spec.title)}]({link_base}{spec.name}/) | {_cell(spec.citation)} | {_cell(claim.statement)} | "
                          f"{_cell(claim.evidence)}{_cell(timing)} | {verdict} | `{_cell(command)}` |")
     if missing:
         lines += ["", "Not run yet in this folder (run them to fill the rows):", ""]
-        lines += [f"- {s.title}: `skiplab experiment {s.name} --setting cifar --out {out / s.name}`" for s in missing]
+        lines += [f"- {s.title}: `skiplab experiment {s.name} --setting cifar --out {out / s.name}`"
+                  + ("" if s.has_setting("cifar") else " (no real-data variant: runs its full setting)")
+                  for s in missing]
     return "\n".join(lines) + "\n"
